@@ -1,0 +1,9 @@
+"""(placeholder: being written)"""
+
+
+def register() -> None:
+    pass
+
+
+def unregister() -> None:
+    pass

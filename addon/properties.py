@@ -1,0 +1,30 @@
+"""The root of Carrara's per-scene data, ``Scene.carrara``: saved in the .blend, never in module globals."""
+from __future__ import annotations
+
+import bpy
+
+from .props_reconstruction import CLASSES as RECONSTRUCTION_CLASSES, ReconstructionProperties
+from .props_runs import CLASSES as RUN_CLASSES, RunProperties
+
+
+class CarraraSceneProperties(bpy.types.PropertyGroup):
+    """Everything Carrara keeps per scene: the imported reconstruction with its sphere, and the runs."""
+
+    reconstruction: bpy.props.PointerProperty(type=ReconstructionProperties)
+    runs: bpy.props.CollectionProperty(type=RunProperties)
+    active_run_index: bpy.props.IntProperty(name="Active run", default=0, min=0)
+
+
+CLASSES = (*RECONSTRUCTION_CLASSES, *RUN_CLASSES, CarraraSceneProperties)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.carrara = bpy.props.PointerProperty(type=CarraraSceneProperties)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.carrara
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,1 @@
+"""Datasets: posed photos and their bounding sphere, loaded, normalised and batched for training."""

@@ -1,0 +1,1 @@
+"""Meshes: marching cubes, colours, decimation, UV textures and file export."""

@@ -1,0 +1,1 @@
+"""Fields: the hash-grid encoding, the SDF and colour networks, the background model."""

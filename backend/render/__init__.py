@@ -1,0 +1,1 @@
+"""Rays, samples and NeuS volume rendering."""

@@ -1,0 +1,1 @@
+"""The job server: ZeroMQ ROUTER, job queue, workspace, uploads and CURVE security."""

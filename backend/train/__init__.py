@@ -1,0 +1,1 @@
+"""Training: presets, losses, schedules, checkpoints and the loop."""

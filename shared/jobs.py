@@ -1,0 +1,141 @@
+"""What a client may ask the backend to do: job kinds and their configs, checked field by field.
+
+The add-on builds these, the server validates them on ``submit`` (a bad field is a BAD_FIELD error naming it),
+and the backend engine reads them. Defaults are written once, here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .protocol import ErrorCode, ProtocolError
+
+JOB_KINDS = ("check_dataset", "reconstruct")
+PRESETS = ("ci", "preview", "standard", "high")
+SCENE_TYPES = ("object", "indoor", "outdoor")
+DEVICES = ("auto", "cuda", "cpu")
+MESH_FORMATS = ("ply", "glb")
+
+
+def _fail(name: str, problem: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_FIELD, f"config field {name!r} {problem}")
+
+
+@dataclass
+class DatasetRef:
+    """Where the photos and the model are: a folder the backend can read, or an upload it already holds."""
+
+    path: str | None = None        # a COLMAP workspace/model folder or a transforms.json, on the backend's disk
+    upload_id: str | None = None   # the id returned by ``upload_commit``
+
+    def validate(self) -> None:
+        if (self.path is None) == (self.upload_id is None):
+            raise _fail("dataset", "needs exactly one of 'path' and 'upload_id'")
+        for name in ("path", "upload_id"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise _fail(f"dataset.{name}", "must be a non-empty string")
+
+
+@dataclass
+class CheckDatasetConfig:
+    """Read the model, open every image, report each problem: useful before any training."""
+
+    dataset: DatasetRef = field(default_factory=DatasetRef)
+
+    def validate(self) -> None:
+        self.dataset.validate()
+
+
+@dataclass
+class ReconstructConfig:
+    """One reconstruction run: train an SDF inside the sphere and deliver meshes."""
+
+    dataset: DatasetRef = field(default_factory=DatasetRef)
+    sphere_center: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # input world coordinates
+    sphere_radius: float = 1.0
+    scene_type: str = "object"
+    preset: str = "standard"
+    iterations: int | None = None          # overrides the preset's count
+    device: str = "auto"
+    downscale: float = 1.0                 # image downscale factor for training (>= 1)
+    preview_every_s: float = 10.0          # seconds between streamed preview meshes; 0 turns them off
+    preview_resolution: int = 128          # marching-cubes cells across the sphere for previews
+    mesh_resolution: int = 512             # cells across the sphere for the final mesh
+    decimate_faces: int = 0                # face budget for the delivered mesh; 0 keeps every face
+    vertex_colors: bool = True
+    texture: bool = True                   # UV atlas with the colour field baked into a PNG
+    texture_size: int = 2048
+    remove_floaters: bool = True
+    export_formats: list[str] = field(default_factory=lambda: ["ply", "glb"])
+
+    def validate(self) -> None:
+        self.dataset.validate()
+        if (not isinstance(self.sphere_center, list) or len(self.sphere_center) != 3 or
+                not all(_finite_number(v) for v in self.sphere_center)):
+            raise _fail("sphere_center", "must be three finite numbers")
+        if not _finite_number(self.sphere_radius) or self.sphere_radius <= 0:
+            raise _fail("sphere_radius", "must be a finite number above 0")
+        _one_of("scene_type", self.scene_type, SCENE_TYPES)
+        _one_of("preset", self.preset, PRESETS)
+        _one_of("device", self.device, DEVICES)
+        if self.iterations is not None and (not _integer(self.iterations) or self.iterations < 1):
+            raise _fail("iterations", "must be a whole number of at least 1")
+        if not _finite_number(self.downscale) or self.downscale < 1:
+            raise _fail("downscale", "must be a number of at least 1")
+        if not _finite_number(self.preview_every_s) or self.preview_every_s < 0:
+            raise _fail("preview_every_s", "must be 0 (off) or a positive number of seconds")
+        for name, low, high in (("preview_resolution", 16, 1024), ("mesh_resolution", 32, 4096),
+                                ("texture_size", 64, 16384)):
+            value = getattr(self, name)
+            if not _integer(value) or not low <= value <= high:
+                raise _fail(name, f"must be a whole number from {low} to {high}")
+        if not _integer(self.decimate_faces) or self.decimate_faces < 0:
+            raise _fail("decimate_faces", "must be 0 (keep all) or a positive face count")
+        for name in ("vertex_colors", "texture", "remove_floaters"):
+            if not isinstance(getattr(self, name), bool):
+                raise _fail(name, "must be true or false")
+        if not isinstance(self.export_formats, list) or not all(f in MESH_FORMATS for f in self.export_formats):
+            raise _fail("export_formats", f"must be a list drawn from {list(MESH_FORMATS)}")
+
+
+CONFIG_TYPES: dict[str, type] = {"check_dataset": CheckDatasetConfig, "reconstruct": ReconstructConfig}
+
+
+def config_to_json(config: Any) -> dict[str, Any]:
+    return asdict(config)
+
+
+def config_from_json(kind: str, data: Any) -> CheckDatasetConfig | ReconstructConfig:
+    """Build and validate the config of a job kind; unknown or ill-typed fields raise BAD_FIELD naming them."""
+    if kind not in CONFIG_TYPES:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"job kind {kind!r} is not one of {list(JOB_KINDS)}")
+    if not isinstance(data, dict):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "body field 'config' must be an object")
+    cls = CONFIG_TYPES[kind]
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise _fail(unknown[0], f"is not a {kind} setting (known: {sorted(known)})")
+    values = dict(data)
+    dataset = values.get("dataset", {})
+    if not isinstance(dataset, dict) or set(dataset) - {"path", "upload_id"}:
+        raise _fail("dataset", "must be an object with 'path' or 'upload_id'")
+    values["dataset"] = DatasetRef(**dataset)
+    config = cls(**values)
+    config.validate()
+    return config
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise _fail(name, f"must be one of {list(allowed)}, not {value!r}")

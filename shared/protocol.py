@@ -1,0 +1,340 @@
+"""The one wire format between the Blender add-on and the backend.
+
+A message is a ZeroMQ multipart message. Frame 0 is a UTF-8 JSON header; every further frame is the raw,
+little-endian bytes of one array that the header's ``arrays`` list declares (name, dtype, shape), in order.
+Nothing is ever pickled. Large payloads (meshes, uploads) never travel in one message: they are files that
+the receiver pulls or the sender pushes in bounded chunks (``fetch``/``chunk``, ``upload_chunk``), so
+neither side holds more than a chunk in flight and a dropped connection resumes from an offset.
+
+This module is imported by both sides: standard library and numpy only, no zmq, no bpy, no torch.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+
+#: Header size limit: a header is metadata, never payload.
+MAX_HEADER_BYTES = 256 * 1024
+#: Largest single array frame; bulk data is chunked below this.
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+#: Size of the chunks in which files and meshes travel.
+CHUNK_BYTES = 4 * 1024 * 1024
+MAX_ARRAYS = 16
+
+#: Seconds between the client's pings; either side treats 3 missed beats as the other being gone.
+HEARTBEAT_INTERVAL_S = 1.0
+HEARTBEAT_TIMEOUT_S = 3.5
+
+#: dtypes that may travel; all are little-endian or single-byte.
+ALLOWED_DTYPES = frozenset({"|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8"})
+
+
+class MessageType:
+    """Every message type, client requests first, then server replies and events."""
+
+    # client -> server
+    HELLO = "hello"
+    PING = "ping"
+    SUBMIT = "submit"
+    CANCEL = "cancel"
+    RESUME = "resume"
+    LIST_JOBS = "list_jobs"
+    ATTACH = "attach"
+    DETACH = "detach"
+    FETCH = "fetch"
+    UPLOAD_BEGIN = "upload_begin"
+    UPLOAD_CHUNK = "upload_chunk"
+    UPLOAD_COMMIT = "upload_commit"
+    # server -> client
+    WELCOME = "welcome"
+    PONG = "pong"
+    JOB = "job"
+    JOBS = "jobs"
+    ACK = "ack"
+    CHUNK = "chunk"
+    UPLOAD_STATUS = "upload_status"
+    EVENT = "event"
+    ERROR = "error"
+
+    REQUESTS = frozenset({HELLO, PING, SUBMIT, CANCEL, RESUME, LIST_JOBS, ATTACH, DETACH, FETCH,
+                          UPLOAD_BEGIN, UPLOAD_CHUNK, UPLOAD_COMMIT})
+    REPLIES = frozenset({WELCOME, PONG, JOB, JOBS, ACK, CHUNK, UPLOAD_STATUS, EVENT, ERROR})
+
+
+class EventKind:
+    """The ``body["event"]`` of an EVENT message about one job."""
+
+    STATE = "state"            # body: state, reason
+    PROGRESS = "progress"      # body: iteration, total, loss, psnr, rate (it/s), eta_s, phase
+    LOG = "log"                # body: line, level
+    PREVIEW_MESH = "preview_mesh"  # body: artifact (ArtifactRef dict)
+    FINAL_MESH = "final_mesh"      # body: artifact (ArtifactRef dict)
+    ERROR = "error"            # body: message, traceback
+
+    ALL = frozenset({STATE, PROGRESS, LOG, PREVIEW_MESH, FINAL_MESH, ERROR})
+
+
+class JobState:
+    """Lifecycle of a job; terminal states keep their folder and checkpoints."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # the server stopped while it ran; resumable
+
+    ALL = frozenset({QUEUED, RUNNING, FINISHED, FAILED, CANCELLED, INTERRUPTED})
+    ACTIVE = frozenset({QUEUED, RUNNING})
+    RESUMABLE = frozenset({FAILED, CANCELLED, INTERRUPTED})
+
+
+class ErrorCode:
+    """The ``body["code"]`` of an ERROR reply: what the requester did wrong, or what failed."""
+
+    MALFORMED = "malformed"            # frames or header unusable
+    BAD_VERSION = "bad_version"        # protocol version mismatch
+    UNKNOWN_TYPE = "unknown_type"
+    BAD_FIELD = "bad_field"            # a body field missing or of the wrong type or value
+    BAD_ARRAY = "bad_array"            # array frame does not match its declaration
+    OVERSIZED = "oversized"
+    NO_SUCH_JOB = "no_such_job"
+    NO_SUCH_ARTIFACT = "no_such_artifact"
+    BAD_STATE = "bad_state"            # e.g. resuming a running job
+    UNAVAILABLE = "unavailable"        # e.g. a GPU-only job on a CPU server
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """A message that cannot be accepted; ``code`` is an ErrorCode and the text names the field."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Message:
+    """A decoded message: header fields plus named arrays (read-only views on the received frames)."""
+
+    type: str
+    body: dict[str, Any] = field(default_factory=dict)
+    request_id: str | None = None
+    job_id: str | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    protocol: int = PROTOCOL_VERSION
+
+
+_request_counter = itertools.count(1)
+_request_prefix = f"{os.getpid():x}"
+
+
+def new_request_id() -> str:
+    """A request id unique within this process, echoed by the reply that answers it."""
+    return f"{_request_prefix}-{next(_request_counter)}"
+
+
+def _wire_dtype(dtype: np.dtype) -> str:
+    """The little-endian spelling of a dtype ('>f4' and '=f4' both travel as '<f4')."""
+    return np.dtype(dtype).newbyteorder("<").str
+
+
+def encode(message: Message) -> list[bytes | memoryview]:
+    """Turn a Message into the frames to send; arrays become little-endian contiguous buffers."""
+    if message.type not in MessageType.REQUESTS | MessageType.REPLIES:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {message.type!r}")
+    declared: list[dict[str, Any]] = []
+    frames: list[bytes | memoryview] = []
+    for name, array in message.arrays.items():
+        arr = np.asarray(array)
+        wire = _wire_dtype(arr.dtype)
+        if wire not in ALLOWED_DTYPES:
+            raise ProtocolError(ErrorCode.BAD_ARRAY, f"array {name!r}: dtype {arr.dtype} cannot travel")
+        arr = np.ascontiguousarray(arr, dtype=np.dtype(wire))
+        if arr.nbytes > MAX_FRAME_BYTES:
+            raise ProtocolError(ErrorCode.OVERSIZED,
+                                f"array {name!r} is {arr.nbytes} bytes, over the {MAX_FRAME_BYTES}-byte frame limit; chunk it")
+        declared.append({"name": name, "dtype": wire, "shape": list(arr.shape)})
+        frames.append(memoryview(arr).cast("B") if arr.nbytes else b"")
+    header = {
+        "protocol": message.protocol,
+        "type": message.type,
+        "request_id": message.request_id,
+        "job_id": message.job_id,
+        "body": message.body,
+        "arrays": declared,
+    }
+    encoded = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    if len(encoded) > MAX_HEADER_BYTES:
+        raise ProtocolError(ErrorCode.OVERSIZED, f"header is {len(encoded)} bytes, over {MAX_HEADER_BYTES}")
+    if len(message.arrays) > MAX_ARRAYS:
+        raise ProtocolError(ErrorCode.OVERSIZED, f"{len(message.arrays)} arrays, over {MAX_ARRAYS}")
+    return [encoded, *frames]
+
+
+def peek_request_id(frames: Sequence[bytes | memoryview]) -> str | None:
+    """Best-effort request id of a message that failed to decode, so the error reply can name it."""
+    try:
+        header = json.loads(bytes(frames[0]))
+        rid = header.get("request_id") if isinstance(header, dict) else None
+        return rid if isinstance(rid, str) else None
+    except Exception:
+        return None
+
+
+def decode(frames: Sequence[bytes | memoryview]) -> Message:
+    """Check and decode received frames; every fault raises ProtocolError naming the field at fault."""
+    if not frames:
+        raise ProtocolError(ErrorCode.MALFORMED, "empty message: frame 0 must be a JSON header")
+    raw = bytes(frames[0])
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(ErrorCode.OVERSIZED, f"header is {len(raw)} bytes, over {MAX_HEADER_BYTES}")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"frame 0 is not a UTF-8 JSON header: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError(ErrorCode.MALFORMED, "frame 0 must be a JSON object")
+    version = header.get("protocol")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ProtocolError(ErrorCode.MALFORMED, "header field 'protocol' is missing or not an integer")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(ErrorCode.BAD_VERSION,
+                            f"protocol version {version} is not supported (this side speaks {PROTOCOL_VERSION}); "
+                            "update the add-on and the backend to the same release")
+    mtype = header.get("type")
+    if not isinstance(mtype, str):
+        raise ProtocolError(ErrorCode.MALFORMED, "header field 'type' is missing or not a string")
+    if mtype not in MessageType.REQUESTS | MessageType.REPLIES:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {mtype!r}")
+    request_id = header.get("request_id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError(ErrorCode.MALFORMED, "header field 'request_id' must be a string or null")
+    job_id = header.get("job_id")
+    if job_id is not None and not isinstance(job_id, str):
+        raise ProtocolError(ErrorCode.MALFORMED, "header field 'job_id' must be a string or null")
+    body = header.get("body", {})
+    if not isinstance(body, dict):
+        raise ProtocolError(ErrorCode.MALFORMED, "header field 'body' must be a JSON object")
+    declared = header.get("arrays", [])
+    if not isinstance(declared, list):
+        raise ProtocolError(ErrorCode.MALFORMED, "header field 'arrays' must be a list")
+    if len(declared) > MAX_ARRAYS:
+        raise ProtocolError(ErrorCode.OVERSIZED, f"{len(declared)} arrays declared, over {MAX_ARRAYS}")
+    if len(declared) != len(frames) - 1:
+        raise ProtocolError(ErrorCode.BAD_ARRAY,
+                            f"header declares {len(declared)} arrays but {len(frames) - 1} data frames came")
+    arrays: dict[str, np.ndarray] = {}
+    for index, (spec, frame) in enumerate(zip(declared, frames[1:])):
+        arrays_name, array = _decode_array(index, spec, frame)
+        if arrays_name in arrays:
+            raise ProtocolError(ErrorCode.BAD_ARRAY, f"array name {arrays_name!r} declared twice")
+        arrays[arrays_name] = array
+    return Message(type=mtype, body=body, request_id=request_id, job_id=job_id, arrays=arrays, protocol=version)
+
+
+def _decode_array(index: int, spec: Any, frame: bytes | memoryview) -> tuple[str, np.ndarray]:
+    where = f"arrays[{index}]"
+    if not isinstance(spec, dict):
+        raise ProtocolError(ErrorCode.BAD_ARRAY, f"{where} must be an object with name, dtype and shape")
+    name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
+    if not isinstance(name, str) or not name:
+        raise ProtocolError(ErrorCode.BAD_ARRAY, f"{where}.name must be a non-empty string")
+    if dtype not in ALLOWED_DTYPES:
+        raise ProtocolError(ErrorCode.BAD_ARRAY,
+                            f"{where} ({name}): dtype {dtype!r} is not one of {sorted(ALLOWED_DTYPES)}")
+    if (not isinstance(shape, list) or
+            not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        raise ProtocolError(ErrorCode.BAD_ARRAY, f"{where} ({name}): shape must be a list of non-negative integers")
+    itemsize = np.dtype(dtype).itemsize
+    expected = itemsize * int(np.prod(shape, dtype=np.int64)) if shape else itemsize
+    buffer = memoryview(frame) if not isinstance(frame, memoryview) else frame
+    if expected > MAX_FRAME_BYTES or buffer.nbytes > MAX_FRAME_BYTES:
+        raise ProtocolError(ErrorCode.OVERSIZED,
+                            f"{where} ({name}) is {max(expected, buffer.nbytes)} bytes, over {MAX_FRAME_BYTES}")
+    if buffer.nbytes != expected:
+        raise ProtocolError(ErrorCode.BAD_ARRAY,
+                            f"{where} ({name}): {buffer.nbytes} bytes received, dtype {dtype} x shape {shape} "
+                            f"needs {expected}")
+    array = np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape)
+    return name, array
+
+
+def reply_to(request: Message, mtype: str, body: dict[str, Any] | None = None,
+             arrays: dict[str, np.ndarray] | None = None) -> Message:
+    """A reply that echoes the request's id and job."""
+    return Message(type=mtype, body=body or {}, request_id=request.request_id, job_id=request.job_id,
+                   arrays=arrays or {})
+
+
+def error_reply(code: str, message: str, request_id: str | None = None, job_id: str | None = None,
+                traceback: str | None = None) -> Message:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if traceback:
+        body["traceback"] = traceback
+    return Message(type=MessageType.ERROR, body=body, request_id=request_id, job_id=job_id)
+
+
+def event(job_id: str, kind: str, **fields: Any) -> Message:
+    """A job event; ``kind`` is an EventKind."""
+    if kind not in EventKind.ALL:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"unknown event kind {kind!r}")
+    return Message(type=MessageType.EVENT, body={"event": kind, **fields}, job_id=job_id)
+
+
+# --- body field checks, shared by the server's handlers and the client's reply handling -----------------
+
+def require(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, optional: bool = False) -> Any:
+    """Return ``body[name]`` if it has the expected JSON type, else raise a BAD_FIELD error naming it."""
+    if name not in body or body[name] is None:
+        if optional:
+            return None
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"body field {name!r} is missing")
+    value = body[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"body field {name!r} must be {_names(kinds)}, not a boolean")
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kinds):
+        raise ProtocolError(ErrorCode.BAD_FIELD,
+                            f"body field {name!r} must be {_names(kinds)}, not {type(value).__name__}")
+    return value
+
+
+def _names(kinds: Iterable[type]) -> str:
+    words = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list", dict: "an object"}
+    return " or ".join(words.get(k, k.__name__) for k in kinds)
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A file a job produced that a client may fetch in chunks; ``sha256`` lets it check the whole."""
+
+    name: str            # path relative to the job's artifacts folder, e.g. "preview_000500.npz"
+    size: int
+    sha256: str
+    kind: str            # "preview_mesh", "final_mesh", "texture", "ply", "glb", "log"
+    iteration: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)  # e.g. vertex and face counts
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "sha256": self.sha256, "kind": self.kind,
+                "iteration": self.iteration, "stats": dict(self.stats)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "ArtifactRef":
+        if not isinstance(data, dict):
+            raise ProtocolError(ErrorCode.BAD_FIELD, "artifact must be an object")
+        return cls(name=require(data, "name", str), size=require(data, "size", int),
+                   sha256=require(data, "sha256", str), kind=require(data, "kind", str),
+                   iteration=require(data, "iteration", int, optional=True) or 0,
+                   stats=require(data, "stats", dict, optional=True) or {})
