@@ -1,9 +1,469 @@
-"""(placeholder: being written)"""
+"""The one client pump: the only code that moves backend news into Blender data, on the main thread.
+
+``pump_tick()`` is a plain function: Blender calls it from a persistent ``bpy.app.timers`` timer (each tick does a
+few milliseconds of work), and tests and headless scripts call it directly or through ``process_pending()``
+(timers never fire under the bpy module or ``blender -b``). A tick keeps the connection alive, reconnects at a
+limited rate, starts or restarts the local backend when the preferences say so, turns events and replies into
+``RunProperties`` updates, downloads finished meshes (verified by SHA-256) and hands them to ``on_mesh_ready``.
+
+The socket, the process and the transfers live in ``_runtime`` (they cannot be saved in a .blend); everything
+worth keeping is in the scene's runs, which hold job ids and object names, so a reopened file re-attaches.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import bpy
+
+from ..shared.mesh_data import MeshData, MeshFileError
+from ..shared.protocol import ArtifactRef, EventKind, JobState, Message, MessageType, ProtocolError
+from .backend_process import LocalBackend, is_local_address, something_listens
+from .connection import Connection, ConnectionState, NotConnectedError, load_curve_keys
+from .preferences import ROOT_PACKAGE, BackendSettings, backend_settings
+from .props_runs import UNKNOWN, BackendStatusProperties, RunProperties
+from .transfers import ArtifactDownload, TransferState
+
+TICK_BUDGET_S = 0.004
+ACTIVE_INTERVAL_S = 0.1
+IDLE_INTERVAL_S = 0.5
+RECONNECT_INTERVAL_S = 2.0
+INCOMPATIBLE_RETRY_S = 30.0
+SUBMITTING = "submitting"      # a run whose submit has not been answered yet
+MISSING = "missing"            # a run whose job the backend does not know
+MESH_EVENTS = (EventKind.PREVIEW_MESH, EventKind.FINAL_MESH)
+
+
+def on_mesh_ready(mesh: MeshData, ref: ArtifactRef, run: RunProperties) -> None:
+    """HOOK: a finished, SHA-256-verified mesh of ``run`` (``ref.kind`` is "preview_mesh" or "final_mesh").
+
+    The scene is ``run.id_data``. Importing the mesh into the scene goes here, storing the object's name in
+    ``run.preview_object`` / ``run.final_object``. For now the artifact is recorded, so it is not fetched again.
+    """
+    if ref.kind == EventKind.FINAL_MESH:
+        run.final_artifact = ref.name
+    else:
+        run.preview_artifact = ref.name
+
+
+@dataclass
+class _Runtime:
+    """What cannot be saved in a .blend: the connection, the local process, transfers in flight."""
+
+    connection: Connection | None = None
+    connection_key: tuple[str, str, str] = ("", "", "")
+    wanted: bool = False                        # someone asked for a backend, or the file tracks jobs
+    file_synced: bool = False                   # the open file's runs have been followed
+    last_open: float = -1e9
+    local: LocalBackend = field(default_factory=LocalBackend)
+    downloads: dict[tuple[str, str], ArtifactDownload] = field(default_factory=dict)   # (job, kind) -> download
+    backlog: list[Message] = field(default_factory=list)      # received while the interface was locked
+    dirty: bool = False
+
+
+_runtime = _Runtime()
+
+
+def runtime() -> _Runtime:
+    return _runtime
+
+
+# --- what operators and scripts call ----------------------------------------------------------------------------
+def connect(context: bpy.types.Context | None = None) -> Connection:
+    """Connect (or reconnect now) with the current preferences; the pump keeps it alive from then on."""
+    _runtime.wanted = True
+    _runtime.last_open = -1e9
+    _drop_connection()
+    _abandon_unanswered_submits()
+    _maintain_connection(backend_settings(context), _status(), time.monotonic(), by_hand=True)
+    if _runtime.connection is None:
+        raise NotConnectedError(_status().problem)
+    _show_connection(_status(), _runtime.connection)
+    return _runtime.connection
+
+
+def start_local_backend(context: bpy.types.Context | None = None) -> None:
+    """Start the local backend by hand (lifting the restart limit); errors name what to fix."""
+    settings = backend_settings(context)
+    _runtime.wanted = True
+    _runtime.local.start(settings.address, settings.workspace, settings.python, by_hand=True)
+    _status().local_backend = _runtime.local.note
+    _runtime.last_open = -1e9
+
+
+def submit_job(scene: bpy.types.Scene, kind: str, config: dict[str, Any]) -> RunProperties:
+    """Submit a job and add its run to ``scene`` at once (state "submitting" until the backend answers)."""
+    connection = _connection()
+    request_id = connection.submit(kind, config)
+    run = scene.carrara.runs.add()
+    run.name, run.kind, run.state = request_id, kind, SUBMITTING
+    _runtime.dirty = True
+    return run
+
+
+def cancel_job(job_id: str) -> None:
+    _connection().cancel(job_id)
+
+
+def resume_job(job_id: str) -> None:
+    _connection().resume(job_id)
+
+
+def refresh_jobs() -> None:
+    _connection().list_jobs()
+
+
+def find_run(job_id: str) -> RunProperties | None:
+    """The run of ``job_id`` in any scene (looked up afresh: references to collection items do not last)."""
+    for scene in bpy.data.scenes:
+        for run in scene.carrara.runs:
+            if run.job_id == job_id:
+                return run
+    return None
+
+
+def _connection() -> Connection:
+    connection = _runtime.connection
+    if connection is None or connection.state not in (ConnectionState.CONNECTING, ConnectionState.CONNECTED):
+        raise NotConnectedError(f"not connected to the backend: {_status().problem or 'press Connect'}")
+    return connection
+
+
+# --- the tick ---------------------------------------------------------------------------------------------------
+def pump_tick(budget_s: float = TICK_BUDGET_S) -> float:
+    """One pump step; returns the seconds until the next one (the timer's return value)."""
+    if not _runtime.file_synced:
+        _runtime.file_synced = True
+        if _followed_job_ids():
+            _runtime.wanted = True
+    if not _runtime.wanted:
+        return IDLE_INTERVAL_S
+    status = _status()
+    now = time.monotonic()
+    died = _runtime.local.check()
+    if died:
+        status.local_backend = status.last_error = died
+        _runtime.dirty = True
+    _maintain_connection(backend_settings(), status, now, backend_died=bool(died))
+    connection = _runtime.connection
+    received = connection.poll(budget_s) if connection else []
+    if connection is None or connection.state not in (ConnectionState.CONNECTING, ConnectionState.CONNECTED):
+        _abandon_unanswered_submits()
+    if bpy.context.window_manager.is_interface_locked:     # e.g. rendering: keep the heartbeat, touch no data
+        _runtime.backlog.extend(received)
+        return ACTIVE_INTERVAL_S
+    received, _runtime.backlog = _runtime.backlog + received, []
+    for message in received:
+        _apply(message, status)
+    if connection:
+        _step_downloads(connection)
+    _show_connection(status, connection)
+    if _runtime.dirty:
+        _runtime.dirty = False
+        _tag_redraw()
+    return ACTIVE_INTERVAL_S
+
+
+def process_pending(timeout_s: float, until: Callable[[], bool] | None = None) -> bool:
+    """Block (for headless scripts and tests) running ticks until ``until()`` holds, or, without it, until no
+    run is submitting or active and no download is running. False if ``timeout_s`` passed first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pump_tick()
+        if until() if until is not None else _quiet():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
+def _quiet() -> bool:
+    busy = {SUBMITTING, *JobState.ACTIVE}
+    return not any(run.state in busy for scene in bpy.data.scenes for run in scene.carrara.runs) and \
+        not any(d.state == TransferState.RUNNING for d in _runtime.downloads.values())
+
+
+def _timer() -> float:
+    try:
+        return pump_tick()
+    except Exception:       # a bug must not stop the pump for the rest of the session
+        traceback.print_exc()
+        return IDLE_INTERVAL_S
+
+
+# --- connection upkeep ------------------------------------------------------------------------------------------
+def _maintain_connection(settings: BackendSettings, status: BackendStatusProperties, now: float, *,
+                         by_hand: bool = False, backend_died: bool = False) -> None:
+    connection = _runtime.connection
+    key = (settings.address, settings.server_public_key, settings.client_keys)
+    if connection is not None and key != _runtime.connection_key:
+        _drop_connection()            # the preferences changed
+        connection = None
+    alive = connection is not None and connection.state in (ConnectionState.CONNECTING, ConnectionState.CONNECTED)
+    if alive and not backend_died:
+        return
+    wait = INCOMPATIBLE_RETRY_S if connection and connection.state == ConnectionState.INCOMPATIBLE \
+        else RECONNECT_INTERVAL_S
+    if now - _runtime.last_open < wait and not backend_died:
+        return
+    _runtime.last_open = now
+    if settings.auto_start and is_local_address(settings.address) and not _runtime.local.running and \
+            not something_listens(settings.address):
+        try:
+            _runtime.local.start(settings.address, settings.workspace, settings.python, by_hand=by_hand)
+        except (OSError, ValueError, RuntimeError) as exc:
+            status.local_backend = str(exc)
+        else:
+            status.local_backend = _runtime.local.note
+    if connection is None:
+        try:
+            curve = load_curve_keys(settings.server_public_key, settings.client_keys)
+        except (OSError, ValueError) as exc:
+            status.state, status.problem = ConnectionState.CLOSED, f"the key settings are unusable: {exc}"
+            return
+        connection = Connection(settings.address, curve, client_name=f"{ROOT_PACKAGE} in Blender "
+                                                                     f"{bpy.app.version_string}")
+        _runtime.connection, _runtime.connection_key = connection, key
+        for job_id in _followed_job_ids():
+            connection.attach(job_id)
+    connection.open()
+    _runtime.dirty = True
+
+
+def _drop_connection() -> None:
+    if _runtime.connection is not None:
+        _runtime.connection.close()
+    _runtime.connection = None
+
+
+def _followed_job_ids() -> list[str]:
+    """Jobs worth hearing about: not over yet, or over without their final mesh delivered."""
+    over = {JobState.FAILED, JobState.CANCELLED, MISSING}
+    return sorted({run.job_id for scene in bpy.data.scenes for run in scene.carrara.runs
+                   if run.job_id and run.state not in over and
+                   not (run.state == JobState.FINISHED and (run.final_artifact or run.kind != "reconstruct"))})
+
+
+def _status() -> BackendStatusProperties:
+    return bpy.context.window_manager.carrara_backend
+
+
+def _set(target: Any, name: str, value: Any) -> None:
+    """Assign only on change, and remember that the panel needs a redraw."""
+    if getattr(target, name) != value:
+        setattr(target, name, value)
+        _runtime.dirty = True
+
+
+def _show_connection(status: BackendStatusProperties, connection: Connection | None) -> None:
+    if connection is None:
+        return
+    _set(status, "state", connection.state)
+    _set(status, "problem", connection.problem)
+    _set(status, "address", connection.address)
+    if _runtime.local.running:
+        _set(status, "local_backend", _runtime.local.note)
+    welcome = connection.welcome
+    if not welcome:
+        return
+    caps = connection.capabilities
+    _set(status, "server_version", str(welcome.get("server_version", "")))
+    _set(status, "job_kinds", ", ".join(welcome.get("job_kinds") or ()))
+    _set(status, "device", str(caps.get("device") or ""))
+    _set(status, "gpu_name", str(caps.get("gpu_name") or ""))
+    _set(status, "gpu_memory_gb", round((caps.get("gpu_memory_bytes") or 0) / 1e9, 1))
+    _set(status, "torch_version", str(caps.get("torch") or caps.get("torch_error") or ""))
+    _set(status, "cuda_version", str(caps.get("cuda") or ""))
+    _set(status, "tinycudann", bool(caps.get("tinycudann")))
+
+
+def _tag_redraw() -> None:
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == 'VIEW_3D':
+                area.tag_redraw()
+
+
+# --- messages -> runs -------------------------------------------------------------------------------------------
+def _apply(message: Message, status: BackendStatusProperties) -> None:
+    _runtime.dirty = True
+    if message.type == MessageType.EVENT:
+        run = find_run(message.job_id or "")
+        if run is not None:
+            _apply_event(run, message.job_id, message.body)
+    elif message.type == MessageType.JOB:
+        snapshot = message.body.get("job") or {}
+        run = find_run(snapshot.get("job_id", "")) or _submitted_run(message.request_id)
+        if run is not None:
+            _apply_snapshot(run, snapshot)
+    elif message.type == MessageType.JOBS:
+        others = 0
+        for snapshot in message.body.get("jobs") or ():
+            run = find_run(snapshot.get("job_id", ""))
+            if run is None:
+                others += 1
+            else:
+                _apply_snapshot(run, snapshot)
+        status.other_jobs = others + max(0, int(message.body.get("total", 0)) - len(message.body.get("jobs") or ()))
+    elif message.type == MessageType.ERROR:
+        _apply_error(message, status)
+
+
+def _apply_error(message: Message, status: BackendStatusProperties) -> None:
+    text = str(message.body.get("message", "the backend reported an error"))
+    run = _submitted_run(message.request_id)
+    if run is not None:               # the submit was refused: the run never became a job
+        run.state, run.error = JobState.FAILED, text
+        return
+    run = find_run(message.job_id or "")
+    if run is not None and message.body.get("code") == "no_such_job":
+        run.state, run.reason = MISSING, "the backend does not know this job (another backend, or its workspace " \
+                                         "was cleared)"
+        return
+    status.last_error = f"{message.job_id + ': ' if message.job_id else ''}{text}"
+
+
+def _submitted_run(request_id: str | None) -> RunProperties | None:
+    if not request_id:
+        return None
+    for scene in bpy.data.scenes:
+        for run in scene.carrara.runs:
+            if run.state == SUBMITTING and run.name == request_id:
+                return run
+    return None
+
+
+def _abandon_unanswered_submits() -> None:
+    """Submits whose reply can no longer come (the connection dropped): say so instead of waiting forever."""
+    for scene in bpy.data.scenes:
+        for run in scene.carrara.runs:
+            if run.state == SUBMITTING:
+                run.state = MISSING
+                run.reason = "the connection dropped before the backend answered; refresh the jobs or submit again"
+                _runtime.dirty = True
+
+
+def _apply_snapshot(run: RunProperties, snapshot: dict[str, Any]) -> None:
+    job_id = str(snapshot.get("job_id", ""))
+    if not run.job_id:
+        run.job_id = run.name = job_id
+    run.kind = str(snapshot.get("kind", run.kind))
+    run.state = str(snapshot.get("state", run.state))
+    run.reason = str(snapshot.get("reason", ""))
+    if snapshot.get("progress"):
+        _apply_progress(run, snapshot["progress"])
+    error = snapshot.get("error")
+    run.error = str(error.get("message", "")) if error else ""
+    run.traceback = str(error.get("traceback", "")) if error else ""
+    for kind, ref in (snapshot.get("artifacts") or {}).items():
+        _apply_artifact(run, job_id, kind, ref)
+
+
+def _apply_event(run: RunProperties, job_id: str, body: dict[str, Any]) -> None:
+    kind = body.get("event")
+    if kind == EventKind.STATE:
+        run.state, run.reason = str(body.get("state", run.state)), str(body.get("reason", ""))
+        if run.state in JobState.ACTIVE:
+            run.error = run.traceback = ""
+    elif kind == EventKind.PROGRESS:
+        _apply_progress(run, body)
+    elif kind == EventKind.LOG:
+        run.last_log = str(body.get("line", ""))
+    elif kind == EventKind.ERROR:
+        run.error, run.traceback = str(body.get("message", "")), str(body.get("traceback") or "")
+    elif kind in (*MESH_EVENTS, EventKind.ARTIFACT):
+        ref = body.get("artifact") or {}
+        _apply_artifact(run, job_id, ref.get("kind", kind) if kind == EventKind.ARTIFACT else kind, ref)
+
+
+def _apply_progress(run: RunProperties, progress: dict[str, Any]) -> None:
+    def number(name: str) -> float:
+        value = progress.get(name)
+        return UNKNOWN if value is None else float(value)
+
+    run.iteration, run.total = int(progress.get("iteration", 0)), int(progress.get("total", 0))
+    run.progress = float(progress.get("fraction", 0.0))
+    run.phase = str(progress.get("phase", ""))
+    run.loss, run.psnr, run.rate, run.eta_s = number("loss"), number("psnr"), number("rate"), number("eta_s")
+
+
+def _apply_artifact(run: RunProperties, job_id: str, kind: str, ref_json: Any) -> None:
+    try:
+        ref = ArtifactRef.from_json(ref_json)
+    except ProtocolError as exc:
+        run.error = f"the backend announced an unusable artifact: {exc.message}"
+        return
+    if kind not in MESH_EVENTS:
+        run.report_artifact = ref.name
+        return
+    delivered = run.final_artifact if kind == EventKind.FINAL_MESH else run.preview_artifact
+    current = _runtime.downloads.get((job_id, kind))
+    if ref.name == delivered or (current and current.ref == ref and current.state == TransferState.RUNNING):
+        return
+    if current is not None:
+        current.cancel(f"superseded by {ref.name}")
+    _runtime.downloads[(job_id, kind)] = ArtifactDownload(job_id, ref, _downloads_dir() / job_id / ref.name)
+
+
+def _step_downloads(connection: Connection) -> None:
+    for key, download in list(_runtime.downloads.items()):
+        download.step(connection)
+        if download.state == TransferState.RUNNING:
+            continue
+        del _runtime.downloads[key]
+        run = find_run(download.job_id)
+        if run is None:
+            continue
+        if download.state == TransferState.FAILED:
+            run.error = download.error
+            continue
+        try:
+            mesh = MeshData.read(download.destination)
+        except MeshFileError as exc:
+            run.error = str(exc)
+            continue
+        on_mesh_ready(mesh, download.ref, run)
+        _runtime.dirty = True
+
+
+def _downloads_dir() -> Path:
+    """Where fetched artifacts go: the extension's user folder, or the temp folder outside an extension."""
+    if ROOT_PACKAGE.startswith("bl_ext."):
+        return Path(bpy.utils.extension_path_user(ROOT_PACKAGE, path="downloads", create=True))
+    return Path(tempfile.gettempdir()) / "carrara-downloads"
+
+
+# --- registration -----------------------------------------------------------------------------------------------
+@bpy.app.handlers.persistent
+def _on_load_post(*_args: Any) -> None:
+    """A .blend was opened: follow its runs' jobs (the next tick re-attaches them)."""
+    _runtime.file_synced = False
+    connection = _runtime.connection
+    if connection is not None:
+        for job_id in connection.followed_jobs - set(_followed_job_ids()):
+            connection.detach(job_id)
+        for job_id in _followed_job_ids():
+            connection.attach(job_id)
 
 
 def register() -> None:
-    pass
+    bpy.types.WindowManager.carrara_backend = bpy.props.PointerProperty(type=BackendStatusProperties)
+    bpy.app.handlers.load_post.append(_on_load_post)
+    if not bpy.app.background:
+        bpy.app.timers.register(_timer, first_interval=0.5, persistent=True)
 
 
 def unregister() -> None:
-    pass
+    global _runtime
+    if bpy.app.timers.is_registered(_timer):
+        bpy.app.timers.unregister(_timer)
+    if _on_load_post in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(_on_load_post)
+    _drop_connection()
+    _runtime.local.stop()
+    _runtime = _Runtime()
+    del bpy.types.WindowManager.carrara_backend

@@ -76,9 +76,10 @@ class EventKind:
     LOG = "log"                # body: line, level
     PREVIEW_MESH = "preview_mesh"  # body: artifact (ArtifactRef dict)
     FINAL_MESH = "final_mesh"      # body: artifact (ArtifactRef dict)
+    ARTIFACT = "artifact"      # body: artifact (ArtifactRef dict): any other finished file (report, PLY, glTF)
     ERROR = "error"            # body: message, traceback
 
-    ALL = frozenset({STATE, PROGRESS, LOG, PREVIEW_MESH, FINAL_MESH, ERROR})
+    ALL = frozenset({STATE, PROGRESS, LOG, PREVIEW_MESH, FINAL_MESH, ARTIFACT, ERROR})
 
 
 class JobState:

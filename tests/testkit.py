@@ -24,3 +24,130 @@ def free_tcp_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# --- backends and datasets for the server, connection and pump tests ---------------------------------------------
+
+def start_backend(workspace: Path, port: int, *extra: str) -> "subprocess.Popen":
+    """A real ``python -m carrara.backend serve`` on loopback; its output goes to ``<workspace>.log``."""
+    import subprocess
+    import sys
+    log = open(f"{workspace}.log", "ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "carrara.backend", "serve", "--bind", f"tcp://127.0.0.1:{port}",
+                                 "--workspace", str(workspace), *extra], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    finally:
+        log.close()
+
+
+def stop_process(process: "subprocess.Popen", timeout_s: float = 20.0) -> int:
+    """SIGTERM the process by its PID, SIGKILL it if it has not exited within ``timeout_s``; its exit code."""
+    import subprocess
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout_s)
+    return process.returncode
+
+
+class ServerThread:
+    """The real job server, run on a thread of the test process (fast to start; stopped like SIGTERM does)."""
+
+    def __init__(self, workspace: Path, port: int | None = None, keys_dir: Path | None = None,
+                 host: str = "127.0.0.1"):
+        import threading
+        from carrara.backend.server.app import Server
+        self.port = port or free_tcp_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"      # where clients connect
+        self.server = Server(f"tcp://{host}:{self.port}", workspace, keys_dir)
+        self.status: int | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.status = self.server.run()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.server.stop()
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), "the server thread did not stop"
+
+    def __enter__(self) -> "ServerThread":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def write_colmap_dataset(root: Path, count: int, size: tuple[int, int] = (64, 48)) -> Path:
+    """A COLMAP workspace written by pycolmap: ``root/sparse/0`` with ``count`` posed PINHOLE images and
+    ``root/images/img_NNN.png``, all hard links of one PNG of ``size`` (so a large size is cheap to write but
+    takes real time to decode, which gives a dataset check something to do)."""
+    import numpy as np
+    import pycolmap
+    from PIL import Image
+    width, height = size
+    rec = pycolmap.Reconstruction()
+    rec.add_camera_with_trivial_rig(pycolmap.Camera(model="PINHOLE", width=width, height=height,
+                                                    params=[width, width, width / 2, height / 2], camera_id=1))
+    for image_id in range(1, count + 1):
+        pose = pycolmap.Rigid3d(pycolmap.Rotation3d(np.array([0.0, 0.0, 0.0, 1.0])), np.array([0.0, 0.0, 4.0]))
+        rec.add_image_with_trivial_frame(pycolmap.Image(name=f"img_{image_id:03d}.png", camera_id=1,
+                                                        image_id=image_id), pose)
+    rec.add_point3D(np.array([0.0, 0.0, 0.0]), pycolmap.Track(), np.array([200, 100, 50], np.uint8))
+    (root / "sparse" / "0").mkdir(parents=True)
+    rec.write(str(root / "sparse" / "0"))
+    images = root / "images"
+    images.mkdir()
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[::7] = 255
+    first = images / "img_001.png"
+    Image.fromarray(pixels).save(first)
+    for image_id in range(2, count + 1):
+        os.link(first, images / f"img_{image_id:03d}.png")
+    return root
+
+
+def sphere_mesh(subdivisions: int = 3) -> "MeshData":
+    """A coloured icosphere-like mesh (octahedron subdivided and pushed onto the unit sphere)."""
+    import numpy as np
+    from carrara.shared.mesh_data import MeshData
+    vertices = [np.array(v, float) for v in ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))]
+    faces = [(0, 2, 4), (2, 1, 4), (1, 3, 4), (3, 0, 4), (2, 0, 5), (1, 2, 5), (3, 1, 5), (0, 3, 5)]
+    for _ in range(subdivisions):
+        midpoints: dict = {}
+
+        def middle(a: int, b: int) -> int:
+            key = (min(a, b), max(a, b))
+            if key not in midpoints:
+                vertices.append((vertices[a] + vertices[b]) / 2)
+                midpoints[key] = len(vertices) - 1
+            return midpoints[key]
+
+        faces = [tri for a, b, c in faces for tri in ((a, middle(a, b), middle(c, a)), (b, middle(b, c), middle(a, b)),
+                                                      (c, middle(c, a), middle(b, c)),
+                                                      (middle(a, b), middle(b, c), middle(c, a)))]
+    points = np.array(vertices, np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    colors = np.concatenate([((points + 1) * 127).astype(np.uint8), np.full((len(points), 1), 255, np.uint8)], 1)
+    return MeshData(points, np.array(faces, np.int32), colors)
+
+
+def finished_job_with_mesh(workspace_root: Path, mesh: "MeshData", state: str = "finished") -> tuple[str, dict]:
+    """A job folder as a reconstruction leaves it: its final mesh written through the server's real Reporter
+    (JobContext) and its state saved; returns the job id and the final mesh's ArtifactRef JSON."""
+    import threading
+    from carrara.backend.server.job_context import JobContext
+    from carrara.backend.server.workspace import Workspace
+    workspace = Workspace(workspace_root)
+    record = workspace.create_job("reconstruct", {"dataset": {"path": str(workspace_root), "upload_id": None}})
+    events: list = []
+    context = JobContext(record, workspace, threading.RLock(), events.append, threading.Event())
+    context.mesh("final_mesh", mesh, 500)
+    record.set_state(state, "test fixture")
+    workspace.save(record)
+    return record.job_id, events[-1].body["artifact"]

@@ -1,0 +1,198 @@
+"""The job queue: one job runs at a time on a worker thread (the GPU is one), the others wait their turn.
+
+Jobs survive the server: a job found ``running`` at start-up was cut short by a crash or a kill, so it becomes
+``interrupted`` and is queued again to resume from its last checkpoint, as is a job a clean stop interrupted.
+A job that took the server down ``MAX_CRASHES`` times is not retried by itself again.
+"""
+from __future__ import annotations
+
+import threading
+import traceback
+from collections import deque
+from typing import Any, Callable
+
+from ...shared.jobs import config_from_json, config_to_json
+from ...shared.protocol import ErrorCode, EventKind, JobState, Message, ProtocolError, event
+from .job_context import JobContext
+from .kinds import JobFailed, registered_kinds, runner
+from .uploads import UploadStore
+from .workspace import JobRecord, Workspace
+
+MAX_CRASHES = 3
+#: JOBS replies carry at most this many jobs (newest first) so the header stays small.
+LIST_LIMIT = 200
+
+
+class JobManager:
+    """Job records, the queue and the worker thread; every method is safe to call from the server loop."""
+
+    def __init__(self, workspace: Workspace, uploads: UploadStore, emit: Callable[[Message], None]):
+        self.workspace = workspace
+        self.uploads = uploads
+        self._emit = emit
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._records: dict[str, JobRecord] = {}
+        self._queue: deque[str] = deque()
+        self._running: tuple[str, threading.Event] | None = None
+        self._stopping = False
+        self._device = "cpu"
+        self._thread: threading.Thread | None = None
+        self._recover()
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        for record in self.workspace.load_jobs():
+            self._records[record.job_id] = record
+            if record.state == JobState.RUNNING:
+                record.crashes += 1
+                record.set_state(JobState.INTERRUPTED, "the server stopped while the job ran")
+                if record.crashes >= MAX_CRASHES:
+                    record.error = {"message": f"the backend stopped {record.crashes} times while this job ran; "
+                                               "it is not retried by itself again (resume it to try once more)",
+                                    "traceback": ""}
+                    record.set_state(JobState.FAILED, "stopped the backend repeatedly")
+                    self.workspace.save(record)
+                    continue
+            if record.state == JobState.INTERRUPTED:
+                record.set_state(JobState.QUEUED, "resuming from the last checkpoint after the server restarted")
+            if record.state == JobState.QUEUED:
+                self.workspace.save(record)
+                self._queue.append(record.job_id)
+
+    def start(self, device: str) -> None:
+        """Start running queued jobs on ``device`` (known once the server has probed its hardware)."""
+        self._device = device
+        self._thread = threading.Thread(target=self._work, name="carrara-job-worker", daemon=True)
+        self._thread.start()
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Ask the running job to checkpoint and stop; it ends ``interrupted`` and resumes at the next start."""
+        with self._lock:
+            self._stopping = True
+            if self._running:
+                self._running[1].set()
+            self._wake.notify_all()
+        if self._thread:
+            self._thread.join(timeout_s)
+        with self._lock:
+            if self._running:      # the job ignored the request; record what happened anyway
+                record = self._records[self._running[0]]
+                self._change(record, JobState.INTERRUPTED, f"the server stopped; the job did not stop within "
+                                                           f"{timeout_s:.0f} s")
+
+    # --- requests -------------------------------------------------------------------------------------------
+    def submit(self, kind: str, config: Any) -> dict[str, Any]:
+        parsed = config_from_json(kind, config)
+        if kind not in registered_kinds():
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"job kind {kind!r} is not available on this backend yet "
+                                                       f"(it runs: {', '.join(registered_kinds())})")
+        if parsed.dataset.upload_id is not None:
+            self.uploads.dataset_path(parsed.dataset.upload_id)
+        record = self.workspace.create_job(kind, config_to_json(parsed))
+        with self._lock:
+            self._records[record.job_id] = record
+            self._queue.append(record.job_id)
+            self._wake.notify_all()
+            return record.snapshot()
+
+    def record(self, job_id: str | None) -> JobRecord:
+        if job_id is None:
+            raise ProtocolError(ErrorCode.BAD_FIELD, "header field 'job_id' is missing: name the job")
+        record = self._records.get(job_id)
+        if record is None:
+            raise ProtocolError(ErrorCode.NO_SUCH_JOB, f"no job {job_id!r} on this backend")
+        return record
+
+    def snapshot(self, job_id: str | None) -> dict[str, Any]:
+        with self._lock:
+            return self.record(job_id).snapshot()
+
+    def listing(self) -> dict[str, Any]:
+        with self._lock:
+            records = sorted(self._records.values(), key=lambda r: (r.created, r.job_id), reverse=True)
+            return {"jobs": [r.snapshot(with_config=False) for r in records[:LIST_LIMIT]], "total": len(records)}
+
+    def cancel(self, job_id: str | None) -> dict[str, Any]:
+        with self._lock:
+            record = self.record(job_id)
+            if record.state == JobState.QUEUED:
+                self._queue.remove(record.job_id)
+                self._change(record, JobState.CANCELLED, "cancelled before it started")
+            elif record.state == JobState.RUNNING and self._running and self._running[0] == record.job_id:
+                self._running[1].set()
+                record.reason = "cancel requested; stopping at the next checkpoint"
+            else:
+                raise ProtocolError(ErrorCode.BAD_STATE, f"job {record.job_id} is {record.state}; only queued or "
+                                                         "running jobs can be cancelled")
+            return record.snapshot()
+
+    def resume(self, job_id: str | None) -> dict[str, Any]:
+        with self._lock:
+            record = self.record(job_id)
+            if record.state not in JobState.RESUMABLE:
+                raise ProtocolError(ErrorCode.BAD_STATE, f"job {record.job_id} is {record.state}; only failed, "
+                                                         "cancelled or interrupted jobs can be resumed")
+            record.error = None
+            record.crashes = 0
+            self._change(record, JobState.QUEUED, "resumed; continuing from the last checkpoint")
+            self._queue.append(record.job_id)
+            self._wake.notify_all()
+            return record.snapshot()
+
+    # --- the worker -----------------------------------------------------------------------------------------
+    def _change(self, record: JobRecord, state: str, reason: str) -> None:
+        """Caller holds the lock: a state change is saved and announced together."""
+        record.set_state(state, reason)
+        self.workspace.save(record)
+        self._emit(event(record.job_id, EventKind.STATE, state=state, reason=reason))
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and not self._queue:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                record = self._records[self._queue.popleft()]
+                cancel = threading.Event()
+                self._running = (record.job_id, cancel)
+                record.attempts += 1
+                self._change(record, JobState.RUNNING, "started" if record.attempts == 1 else
+                             f"started again (attempt {record.attempts})")
+            state, reason, error = self._run(record, cancel)
+            with self._lock:
+                if error:
+                    record.error = error
+                    self._emit(event(record.job_id, EventKind.ERROR, **error))
+                self._change(record, state, reason)
+                self._running = None
+
+    def _run(self, record: JobRecord, cancel: threading.Event) -> tuple[str, str, dict[str, str] | None]:
+        if record.kind not in registered_kinds():
+            return JobState.FAILED, "failed", {"message": f"job kind {record.kind!r} is not available on this "
+                                                          "backend", "traceback": ""}
+        context = JobContext(record, self.workspace, self._lock, self._emit, cancel)
+        try:
+            config_json = dict(record.config)
+            upload_id = config_json["dataset"].get("upload_id")
+            if upload_id is not None:     # the engine reads a folder; the record keeps the upload id
+                config_json["dataset"] = {"path": str(self.uploads.dataset_path(upload_id))}
+            run = runner(record.kind)
+            run(config_from_json(record.kind, config_json), context.job_dir, context, self._device)
+        except JobFailed as exc:
+            return JobState.FAILED, "failed", {"message": str(exc), "traceback": ""}
+        except ProtocolError as exc:
+            return JobState.FAILED, "failed", {"message": exc.message, "traceback": ""}
+        except Exception as exc:
+            return JobState.FAILED, "failed", _crash(exc)
+        if cancel.is_set():
+            if self._stopping:
+                return JobState.INTERRUPTED, "the server stopped; the job resumes from its checkpoint at the " \
+                                             "next start", None
+            return JobState.CANCELLED, "cancelled", None
+        return JobState.FINISHED, "finished", None
+
+
+def _crash(exc: BaseException) -> dict[str, str]:
+    return {"message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
