@@ -1,0 +1,231 @@
+"""Fused Triton kernels for the hash-grid encoding on CUDA: forward, and backward into the table gradient.
+
+Same function as ``hashgrid.encode_reference`` (the oracle, and the conventions); tests hold them together.
+The design, with its byte counts and predictions, is in benchmarks/NOTES-encoding.md:
+
+- A program takes ``block`` points and ``levels_per_program`` consecutive levels. The grid is (point blocks, level
+  groups) with point blocks fastest, so with one level per program the GPU sweeps one level's table at a time and
+  that table (4 MB at F=2, T=19) stays in L2 while it is read, and its gradient while it is accumulated.
+  tiny-cuda-nn orders its launches the same way. Several levels per program read positions once for all of them
+  but put several tables in L2 at once; the benchmark times 1 and 4.
+- Only active levels are launched; the columns of inactive levels are zeroed by a memset.
+- Features out and their gradients in are streams (1 GB each at F=8, N=2^21): marked evict-first so they do not push
+  the tables out of L2. A row's 32-byte sector holds 32/(4F) levels, so at F=2 one level per program writes
+  (and reads) each sector in four partial pieces; 4 levels per program writes it whole. The benchmark decides.
+- The F features of a vertex are one vector load (8 B at F=2, 2 x 16 B at F=8) and, in the backward, one vector
+  reduction (``red.global.add.v2/v4.f32`` on sm_90, checked in the SASS): no return value, relaxed ordering.
+- fp32 storage and arithmetic. fp16 storage is not offered: a random gather costs a 32-byte sector whatever the
+  entry size, so halving the entry would move about as many bytes, for 3 significant digits fewer.
+- Hashing uses uint32 wrap-around multiplication (tcnn's semantics); in-level indices are int32 (2^24 entries x 8
+  features at most), level and program bases int64, so no product overflows for any valid configuration.
+- Lower vertices are clamped to [0, R-1] after the float-to-int conversion, so no input (NaN included) can index
+  outside its level: a clamped position already lies there, this only guards the NaN case.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from .hashgrid import (HASH_PRIMES, HashGridConfig, TritonLaunch, check_active_levels, check_positions,
+                       grid_levels, triton_interpreter_enabled)
+
+_META_FIELDS: tl.constexpr = tl.constexpr(4)   # per level, int32: entry offset, size, resolution, hashed
+_PRIME_Y: tl.constexpr = tl.constexpr(HASH_PRIMES[1])
+_PRIME_Z: tl.constexpr = tl.constexpr(HASH_PRIMES[2])
+
+
+@functools.cache
+def level_tensors(config: HashGridConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-level float32 scales and int32 (offset, size, resolution, hashed) on ``device``, built once."""
+    levels = grid_levels(config)
+    scales = torch.tensor([level.scale for level in levels], dtype=torch.float32, device=device)
+    meta = torch.tensor([[level.offset, level.size, level.resolution, int(level.hashed)] for level in levels],
+                        dtype=torch.int32, device=device)
+    return scales, meta
+
+
+@triton.jit
+def _load_points(x_ptr, n_points, BLOCK: tl.constexpr):
+    """This program's first row (an int64 base), its rows' local indices and mask, and their clamped coordinates."""
+    first = tl.program_id(0).to(tl.int64) * BLOCK
+    local = tl.arange(0, BLOCK)
+    row_ok = local < n_points - first
+    x_ptr += first * 3
+    x = tl.load(x_ptr + local * 3 + 0, mask=row_ok, other=0.0)
+    y = tl.load(x_ptr + local * 3 + 1, mask=row_ok, other=0.0)
+    z = tl.load(x_ptr + local * 3 + 2, mask=row_ok, other=0.0)
+    x = tl.clamp(x, 0.0, 1.0, propagate_nan=tl.PropagateNan.ALL)
+    y = tl.clamp(y, 0.0, 1.0, propagate_nan=tl.PropagateNan.ALL)
+    z = tl.clamp(z, 0.0, 1.0, propagate_nan=tl.PropagateNan.ALL)
+    return first, local, row_ok, x, y, z
+
+
+@triton.jit
+def _lower_vertex(coord, scale, resolution):
+    """tcnn's pos = scale * x + 0.5: the lower vertex along one axis and the fraction past it."""
+    pos = tl.fma(coord, scale, 0.5)   # one rounding, as tcnn's fmaf and the reference
+    lower = tl.floor(pos)
+    vertex = tl.minimum(tl.maximum(lower.to(tl.int32), 0), resolution - 1)
+    return vertex.to(tl.uint32), pos - lower
+
+
+@triton.jit
+def _level_cell(x, y, z, level, scales_ptr, meta_ptr, N_LEVELS: tl.constexpr):
+    """The cell each point falls in at ``level``, and the level's table layout."""
+    safe_level = tl.minimum(level, N_LEVELS - 1)   # groups may run past the last level; their lanes are masked
+    scale = tl.load(scales_ptr + safe_level)
+    offset = tl.load(meta_ptr + safe_level * _META_FIELDS + 0)
+    size = tl.load(meta_ptr + safe_level * _META_FIELDS + 1).to(tl.uint32)
+    resolution = tl.load(meta_ptr + safe_level * _META_FIELDS + 2)
+    hashed = tl.load(meta_ptr + safe_level * _META_FIELDS + 3) != 0
+    vx, fx = _lower_vertex(x, scale, resolution)
+    vy, fy = _lower_vertex(y, scale, resolution)
+    vz, fz = _lower_vertex(z, scale, resolution)
+    return vx, vy, vz, fx, fy, fz, resolution.to(tl.uint32), size, hashed, offset
+
+
+@triton.jit
+def _corner(CORNER: tl.constexpr, vx, vy, vz, fx, fy, fz, resolution, size, hashed):
+    """Entry index within the level and trilinear weight of one of the 8 cell corners (bit d = +1 along axis d)."""
+    if CORNER & 1:
+        vx = vx + 1
+        wx = fx
+    else:
+        wx = 1.0 - fx
+    if CORNER & 2:
+        vy = vy + 1
+        wy = fy
+    else:
+        wy = 1.0 - fy
+    if CORNER & 4:
+        vz = vz + 1
+        wz = fz
+    else:
+        wz = 1.0 - fz
+    hashed_index = (vx ^ (vy * _PRIME_Y) ^ (vz * _PRIME_Z)) & (size - 1)
+    dense_index = vx + vy * resolution + vz * (resolution * resolution)
+    dense_index = tl.where(dense_index >= size, dense_index - size, dense_index)   # < 2 * size: one wrap
+    index = tl.where(hashed, hashed_index, dense_index)
+    return index.to(tl.int32), wx * wy * wz
+
+
+@triton.jit
+def _encode_forward_kernel(x_ptr, table_ptr, out_ptr, scales_ptr, meta_ptr, n_points, active_levels,
+                           N_LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr,
+                           LEVELS_PER_PROGRAM: tl.constexpr):
+    first, local, row_ok, x, y, z = _load_points(x_ptr, n_points, BLOCK)
+    features = tl.arange(0, F)
+    out_ptr += first * (N_LEVELS * F)
+    for i in tl.static_range(LEVELS_PER_PROGRAM):
+        level = tl.program_id(1) * LEVELS_PER_PROGRAM + i
+        lane_ok = (row_ok & (level < active_levels))[:, None]
+        vx, vy, vz, fx, fy, fz, resolution, size, hashed, offset = _level_cell(
+            x, y, z, level, scales_ptr, meta_ptr, N_LEVELS)
+        level_table = table_ptr + offset.to(tl.int64) * F
+        acc = tl.zeros((BLOCK, F), dtype=tl.float32)
+        for corner in tl.static_range(8):
+            index, weight = _corner(corner, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
+            values = tl.load(level_table + index[:, None] * F + features[None, :], mask=lane_ok, other=0.0)
+            acc += weight[:, None] * values
+        tl.store(out_ptr + local[:, None] * (N_LEVELS * F) + level * F + features[None, :], acc,
+                 mask=row_ok[:, None] & (level < N_LEVELS), eviction_policy="evict_first")
+
+
+@triton.jit
+def _encode_backward_kernel(x_ptr, grad_out_ptr, grad_table_ptr, scales_ptr, meta_ptr, n_points, active_levels,
+                            N_LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr,
+                            LEVELS_PER_PROGRAM: tl.constexpr):
+    first, local, row_ok, x, y, z = _load_points(x_ptr, n_points, BLOCK)
+    features = tl.arange(0, F)
+    grad_out_ptr += first * (N_LEVELS * F)
+    for i in tl.static_range(LEVELS_PER_PROGRAM):
+        level = tl.program_id(1) * LEVELS_PER_PROGRAM + i
+        lane_ok = (row_ok & (level < active_levels))[:, None]
+        grad = tl.load(grad_out_ptr + local[:, None] * (N_LEVELS * F) + level * F + features[None, :],
+                       mask=lane_ok, other=0.0, eviction_policy="evict_first")
+        vx, vy, vz, fx, fy, fz, resolution, size, hashed, offset = _level_cell(
+            x, y, z, level, scales_ptr, meta_ptr, N_LEVELS)
+        level_grad = grad_table_ptr + offset.to(tl.int64) * F
+        for corner in tl.static_range(8):
+            index, weight = _corner(corner, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
+            tl.atomic_add(level_grad + index[:, None] * F + features[None, :], weight[:, None] * grad,
+                          mask=lane_ok, sem="relaxed")
+
+
+def _check_device(x01: torch.Tensor, table: torch.Tensor) -> None:
+    if table.device != x01.device:
+        raise ValueError(f"hash-grid table is on {table.device} but positions are on {x01.device}")
+    if x01.device.type != "cuda" and not triton_interpreter_enabled():
+        raise RuntimeError(f"the Triton hash-grid kernels run on CUDA tensors, got {x01.device}")
+    if x01.shape[0] >= 2 ** 31:
+        raise ValueError(f"at most 2^31 - 1 positions per call, got {x01.shape[0]}; split the batch")
+
+
+def _grid(n_points: int, groups: int, launch: TritonLaunch) -> tuple[int, int]:
+    return triton.cdiv(n_points, launch.block), groups
+
+
+def forward_into(out: torch.Tensor, x01: torch.Tensor, table: torch.Tensor, config: HashGridConfig,
+                 active_levels: int, launch: TritonLaunch) -> torch.Tensor:
+    """Write the features of ``x01`` (contiguous float32 (N, 3)) into ``out`` (N, n_levels * F), every element."""
+    n_points, f, n_levels = x01.shape[0], config.features_per_level, config.n_levels
+    groups = triton.cdiv(active_levels, launch.levels_per_program)
+    covered = min(groups * launch.levels_per_program, n_levels)
+    if covered < n_levels:
+        out[:, covered * f:].zero_()
+    if n_points and groups:
+        scales, meta = level_tensors(config, x01.device)
+        _encode_forward_kernel[_grid(n_points, groups, launch)](
+            x01, table, out, scales, meta, n_points, active_levels, N_LEVELS=n_levels, F=f,
+            BLOCK=launch.block, LEVELS_PER_PROGRAM=launch.levels_per_program, num_warps=launch.num_warps)
+    return out
+
+
+def backward_into(grad_table: torch.Tensor, x01: torch.Tensor, grad_out: torch.Tensor, config: HashGridConfig,
+                  active_levels: int, launch: TritonLaunch) -> torch.Tensor:
+    """Add the table gradient of ``sum(features * grad_out)`` into ``grad_table`` (flat, float32)."""
+    n_points = x01.shape[0]
+    groups = triton.cdiv(active_levels, launch.levels_per_program)
+    if n_points and groups:
+        scales, meta = level_tensors(config, x01.device)
+        _encode_backward_kernel[_grid(n_points, groups, launch)](
+            x01, grad_out, grad_table, scales, meta, n_points, active_levels, N_LEVELS=config.n_levels,
+            F=config.features_per_level, BLOCK=launch.block, LEVELS_PER_PROGRAM=launch.levels_per_program,
+            num_warps=launch.num_warps)
+    return grad_table
+
+
+class _EncodeFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x01: torch.Tensor, table: torch.Tensor, config: HashGridConfig, active_levels: int,
+                launch: TritonLaunch) -> torch.Tensor:
+        out = torch.empty(x01.shape[0], config.output_dim, dtype=torch.float32, device=x01.device)
+        forward_into(out, x01, table, config, active_levels, launch)
+        ctx.save_for_backward(x01)
+        ctx.encoding = (config, active_levels, launch, table.shape)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        if not ctx.needs_input_grad[1]:
+            return None, None, None, None, None
+        (x01,) = ctx.saved_tensors
+        config, active_levels, launch, table_shape = ctx.encoding
+        grad_table = torch.zeros(table_shape, dtype=torch.float32, device=x01.device)
+        backward_into(grad_table, x01, grad_out.float().contiguous(), config, active_levels, launch)
+        return None, grad_table, None, None, None
+
+
+def encode(x01: torch.Tensor, table: torch.Tensor, config: HashGridConfig, active_levels: int | None = None,
+           launch: TritonLaunch | None = None) -> torch.Tensor:
+    """Features of ``x01`` (N, 3) in [0, 1]^3 from the flat float32 ``table``: (N, n_levels * F) float32."""
+    check_positions(x01)
+    active = check_active_levels(active_levels, config.n_levels)
+    _check_device(x01, table)
+    if table.dtype != torch.float32 or table.numel() != config.n_params:
+        raise ValueError(f"hash-grid table must be float32 with {config.n_params} elements for this config, got "
+                         f"{table.dtype} with {table.numel()}")
+    return _EncodeFunction.apply(x01.detach().float().contiguous(), table, config, active, launch or TritonLaunch())

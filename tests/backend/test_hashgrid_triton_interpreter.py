@@ -1,0 +1,94 @@
+"""The Triton kernels against the PyTorch reference on the CPU, through Triton's interpreter.
+
+TRITON_INTERPRET=1 is read when triton is imported and must not leak into other tests, so the checks run in a
+child process: this file, run as a script. Sizes are tiny (the interpreter runs each program in numpy) but cover
+dense and hashed levels, the dense wrap at the far faces, positions outside [0, 1], a block not filled, level
+groups that run past the last level, inactive levels, F = 2 and 8, and the module's autograd path. Scales stay
+small because the interpreter's fma rounds twice (the GPU's is fused, as the reference assumes): at scale 2047
+that alone moves a fraction by an ulp of pos; the GPU tests in test_hashgrid.py cover the real sizes.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+TOLERANCE = 1e-5   # float32 kernels against the float64 reference; they land near 1e-7
+
+
+def test_triton_kernels_match_reference_in_interpreter() -> None:
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed (pip install triton), so its kernels cannot be interpreted")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"interpreter checks failed:\n{result.stdout}\n{result.stderr[-4000:]}"
+    assert "interpreter checks passed: 9" in result.stdout, result.stdout
+
+
+def _run_checks() -> int:
+    """Every case: forward into a NaN-poisoned output, backward into zeros, both against float64 autograd."""
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run through the test: it sets TRITON_INTERPRET=1 first"
+    import torch
+
+    from carrara.backend.model import hashgrid_triton
+    from carrara.backend.model.hashgrid import HashGridConfig, HashGridEncoding, TritonLaunch, encode_reference
+
+    generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
+    dense_and_hashed = HashGridConfig(n_levels=4, features_per_level=2, log2_hashmap_size=9, base_resolution=4,
+                                      max_resolution=24)
+    wide = HashGridConfig(n_levels=3, features_per_level=8, log2_hashmap_size=8, base_resolution=3,
+                          max_resolution=12)
+    x = torch.rand(45, 3, generator=generator)
+    x[:4] = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.999], [-0.2, 1.3, 0.5]])
+    # the interpreter's cost is per program, so most cases take all 45 points in one (partly filled) block
+    cases = [(dense_and_hashed, TritonLaunch(block=16, levels_per_program=1), 2),   # several blocks, a tail
+             (dense_and_hashed, TritonLaunch(block=64, levels_per_program=1), 4),
+             (dense_and_hashed, TritonLaunch(block=64, levels_per_program=3), 4),   # group 2 runs past level 3
+             (dense_and_hashed, TritonLaunch(block=64, levels_per_program=4), 3),
+             (dense_and_hashed, TritonLaunch(block=64, levels_per_program=1), 0),
+             (wide, TritonLaunch(block=64, levels_per_program=1), 3),
+             (wide, TritonLaunch(block=64, levels_per_program=3), 2)]
+    checked = 0
+    for config, launch, active in cases:
+        table = torch.rand(config.n_params, generator=generator) * 2 - 1
+        out = torch.full((x.shape[0], config.output_dim), float("nan"))
+        hashgrid_triton.forward_into(out, x, table, config, active, launch)
+        grad_out = torch.randn(x.shape[0], config.output_dim, generator=generator)
+        grad = hashgrid_triton.backward_into(torch.zeros_like(table), x, grad_out, config, active, launch)
+        table64 = table.double().requires_grad_()
+        reference = encode_reference(x.double(), table64, config, active)
+        if active:
+            (reference * grad_out.double()).sum().backward()
+        label = f"{config.features_per_level=} {launch} {active=}"
+        assert not out.isnan().any(), f"unwritten output: {label}"
+        if active:
+            _assert_close(out, reference.detach(), f"values: {label}")
+            _assert_close(grad, table64.grad, f"table gradient: {label}")
+        else:
+            assert (out == 0).all() and (grad == 0).all(), f"no active level must give zeros: {label}"
+        checked += 1
+
+    for config in (dense_and_hashed, wide):   # the module, through autograd, against the torch module
+        triton_module = HashGridEncoding(config, implementation="triton")
+        torch_module = HashGridEncoding(config, implementation="torch")
+        torch_module.load_state_dict(triton_module.state_dict())
+        outputs = [module(x, active_levels=2) for module in (triton_module, torch_module)]
+        for output in outputs:
+            (output * torch.arange(config.output_dim)).sum().backward()
+        _assert_close(outputs[0].detach(), outputs[1].detach().double(), "module values")
+        _assert_close(triton_module.table.grad, torch_module.table.grad.double(), "module table gradient")
+        checked += 1
+    print(f"interpreter checks passed: {checked}")
+    return checked
+
+
+def _assert_close(value, reference, what: str) -> None:
+    error = float((value.double() - reference).norm() / reference.norm())
+    assert error < TOLERANCE, f"{what}: relative error {error:.2e}"
+
+
+if __name__ == "__main__":
+    _run_checks()
