@@ -30,7 +30,8 @@ def mesh_datablock_from_data(name: str, data: MeshData) -> bpy.types.Mesh:
     mesh.polygons.foreach_set("loop_start", np.arange(0, 3 * n_faces, 3, dtype=np.int32))
     if data.vertex_colors is not None:
         colors = mesh.color_attributes.new(COLOR_ATTRIBUTE, "BYTE_COLOR", "POINT")
-        colors.data.foreach_set("color", (data.vertex_colors.astype(np.float32) / 255.0).ravel())
+        # The bytes are sRGB-encoded (as in PLY and glTF files); ``color`` would read them as linear.
+        colors.data.foreach_set("color_srgb", (data.vertex_colors.astype(np.float32) / 255.0).ravel())
         mesh.color_attributes.active_color = colors
         mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
     if data.uv is not None:

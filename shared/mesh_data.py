@@ -22,7 +22,7 @@ class MeshData:
     vertices: np.ndarray                      # (N, 3) float32
     faces: np.ndarray                         # (F, 3) int32, counter-clockwise seen from outside
     vertex_colors: np.ndarray | None = None   # (N, 4) uint8 RGBA, sRGB
-    uv: np.ndarray | None = None              # (F * 3, 2) float32, one UV per face corner
+    uv: np.ndarray | None = None              # (F * 3, 2) float32, one UV per face corner; (0, 0) = image bottom-left
     texture_png: bytes | None = None          # the baked colour texture, PNG-encoded
 
     @property

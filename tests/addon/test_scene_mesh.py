@@ -41,7 +41,7 @@ def test_geometry_colours_and_uvs_arrive_exactly(empty_scene):
     mesh.loops.foreach_get("vertex_index", corners)
     np.testing.assert_array_equal(corners.reshape(-1, 3), data.faces)
     colours = np.zeros(len(mesh.vertices) * 4, np.float32)
-    mesh.color_attributes[scene_mesh.COLOR_ATTRIBUTE].data.foreach_get("color", colours)
+    mesh.color_attributes[scene_mesh.COLOR_ATTRIBUTE].data.foreach_get("color_srgb", colours)
     np.testing.assert_allclose(colours.reshape(-1, 4), data.vertex_colors / 255.0, atol=1 / 255)
     uv = np.zeros(len(mesh.loops) * 2, np.float32)
     mesh.uv_layers[scene_mesh.UV_MAP].data.foreach_get("uv", uv)
