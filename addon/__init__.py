@@ -14,7 +14,9 @@ _MODULES = (
     "ops_import",
     "ops_sphere",
     "ops_backend",
+    "ops_reconstruct",
     "panel_reconstruction",
+    "panel_run",
     "panel_backend",
     "pump",
 )

@@ -6,7 +6,7 @@ import bpy
 
 from ..shared.protocol import JobState
 from .connection import ConnectionState
-from .props_runs import UNKNOWN, BackendStatusProperties, RunProperties
+from .props_runs import UNKNOWN, UPLOADING, BackendStatusProperties, RunProperties
 
 _STATE_ICONS = {ConnectionState.CONNECTED: 'LINKED', ConnectionState.CONNECTING: 'SORTTIME',
                 ConnectionState.LOST: 'ERROR', ConnectionState.INCOMPATIBLE: 'CANCEL',
@@ -63,6 +63,7 @@ class CARRARA_PT_backend(bpy.types.Panel):
     bl_region_type = 'UI'
     bl_category = "Carrara"
     bl_label = "Backend"
+    bl_order = 2
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -92,6 +93,7 @@ class CARRARA_PT_jobs(bpy.types.Panel):
     bl_region_type = 'UI'
     bl_category = "Carrara"
     bl_label = "Jobs"
+    bl_order = 3
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -110,7 +112,9 @@ def draw_run(layout: bpy.types.UILayout, run: RunProperties) -> None:
     row = layout.row()
     row.label(text=f"{run.kind} {run.job_id or '(submitting)'}", icon=_JOB_ICONS.get(run.state, 'QUESTION'))
     row.label(text=run.state)
-    if run.total > 0 or run.state in JobState.ACTIVE:
+    if run.state == UPLOADING:
+        layout.progress(factor=run.progress, type='BAR', text=f"sending photos {run.progress:.0%}")
+    elif run.total > 0 or run.state in JobState.ACTIVE:
         layout.progress(factor=run.progress, type='BAR', text=progress_text(run))
     if run.reason and run.state != JobState.FINISHED:
         layout.label(text=run.reason)
@@ -123,6 +127,8 @@ def draw_run(layout: bpy.types.UILayout, run: RunProperties) -> None:
         layout.operator("carrara.job_cancel", icon='CANCEL').job_id = run.job_id
     if run.job_id and run.state in JobState.RESUMABLE:
         layout.operator("carrara.job_resume", icon='PLAY').job_id = run.job_id
+    if run.job_id and run.kind == "reconstruct" and run.state in (JobState.FINISHED, *JobState.RESUMABLE):
+        layout.operator("carrara.extract_again", icon='MESH_DATA').job_id = run.job_id
 
 
 CLASSES = (CARRARA_PT_backend, CARRARA_PT_jobs)

@@ -4,18 +4,21 @@ from __future__ import annotations
 import bpy
 
 from .props_reconstruction import CLASSES as RECONSTRUCTION_CLASSES, ReconstructionProperties
+from .props_run_settings import CLASSES as SETTINGS_CLASSES, ReconstructSettings
 from .props_runs import CLASSES as RUN_CLASSES, RunProperties
 
 
 class CarraraSceneProperties(bpy.types.PropertyGroup):
-    """Everything Carrara keeps per scene: the imported reconstruction with its sphere, and the runs."""
+    """Everything Carrara keeps per scene: the imported reconstruction with its sphere, the settings of the next
+    run, and the runs."""
 
     reconstruction: bpy.props.PointerProperty(type=ReconstructionProperties)
+    settings: bpy.props.PointerProperty(type=ReconstructSettings)
     runs: bpy.props.CollectionProperty(type=RunProperties)
     active_run_index: bpy.props.IntProperty(name="Active run", default=0, min=0)
 
 
-CLASSES = (*RECONSTRUCTION_CLASSES, *RUN_CLASSES, CarraraSceneProperties)
+CLASSES = (*RECONSTRUCTION_CLASSES, *SETTINGS_CLASSES, *RUN_CLASSES, CarraraSceneProperties)
 
 
 def register() -> None:

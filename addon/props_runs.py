@@ -9,6 +9,10 @@ from __future__ import annotations
 import bpy
 
 UNKNOWN = -1.0   # loss/psnr/rate/eta not reported (e.g. a dataset check has no loss)
+# Run states of the add-on's own, before or beside the backend's JobState values:
+SUBMITTING = "submitting"      # a submit not answered yet
+UPLOADING = "uploading"        # the dataset is on its way to a backend that cannot see its folder
+MISSING = "missing"            # the backend does not know the job
 
 
 class RunProperties(bpy.types.PropertyGroup):
@@ -33,6 +37,9 @@ class RunProperties(bpy.types.PropertyGroup):
     preview_artifact: bpy.props.StringProperty(name="Preview artifact", description="Latest preview mesh file")
     final_artifact: bpy.props.StringProperty(name="Final artifact", description="Final mesh file")
     report_artifact: bpy.props.StringProperty(name="Report artifact", description="Latest other file, e.g. a report")
+    root_empty_name: bpy.props.StringProperty(
+        name="Root Empty", description="The reconstruction's root Empty the run's meshes are parented to")
+    collection_name: bpy.props.StringProperty(name="Collection", description="Where the run's meshes are put")
     preview_object: bpy.props.StringProperty(name="Preview object", description="Name of the preview mesh object")
     final_object: bpy.props.StringProperty(name="Final object", description="Name of the final mesh object")
 

@@ -21,33 +21,43 @@ from typing import Any, Callable
 import bpy
 
 from ..shared.mesh_data import MeshData, MeshFileError
-from ..shared.protocol import ArtifactRef, EventKind, JobState, Message, MessageType, ProtocolError
+from ..shared.protocol import ArtifactRef, ErrorCode, EventKind, JobState, Message, MessageType, ProtocolError
+from . import scene_mesh
 from .backend_process import LocalBackend, is_local_address, something_listens
 from .connection import Connection, ConnectionState, NotConnectedError, load_curve_keys
+from .panel_backend import progress_text
 from .preferences import ROOT_PACKAGE, BackendSettings, backend_settings
-from .props_runs import UNKNOWN, BackendStatusProperties, RunProperties
-from .transfers import ArtifactDownload, TransferState
+from .props_runs import MISSING, SUBMITTING, UNKNOWN, UPLOADING, BackendStatusProperties, RunProperties
+from .transfers import ArtifactDownload, DatasetUpload, TransferState
 
 TICK_BUDGET_S = 0.004
 ACTIVE_INTERVAL_S = 0.1
 IDLE_INTERVAL_S = 0.5
 RECONNECT_INTERVAL_S = 2.0
 INCOMPATIBLE_RETRY_S = 30.0
-SUBMITTING = "submitting"      # a run whose submit has not been answered yet
-MISSING = "missing"            # a run whose job the backend does not know
 MESH_EVENTS = (EventKind.PREVIEW_MESH, EventKind.FINAL_MESH)
 
 
 def on_mesh_ready(mesh: MeshData, ref: ArtifactRef, run: RunProperties) -> None:
-    """HOOK: a finished, SHA-256-verified mesh of ``run`` (``ref.kind`` is "preview_mesh" or "final_mesh").
+    """A finished, SHA-256-verified mesh of ``run`` lands in place, under the reconstruction's root Empty.
 
-    The scene is ``run.id_data``. Importing the mesh into the scene goes here, storing the object's name in
-    ``run.preview_object`` / ``run.final_object``. For now the artifact is recorded, so it is not fetched again.
+    A preview replaces the mesh of the run's preview object; the final asset gets its own object with its
+    material, and the preview is hidden (not deleted: the artist may have worked on it).
     """
-    if ref.kind == EventKind.FINAL_MESH:
-        run.final_artifact = ref.name
+    final = ref.kind == EventKind.FINAL_MESH
+    role = "final" if final else "preview"
+    label = f"Carrara {run.kind} {run.job_id[-6:]}"
+    name = scene_mesh.place_job_mesh(run.job_id, role, f"{label} {'mesh' if final else 'preview'}", mesh,
+                                     parent_name=run.root_empty_name or None,
+                                     collection_name=run.collection_name or None, with_material=True)
+    if final:
+        run.final_artifact, run.final_object = ref.name, name
+        preview = scene_mesh.find_job_object(run.job_id, "preview")
+        if preview is not None:
+            preview.hide_set(True)
+            preview.hide_render = True
     else:
-        run.preview_artifact = ref.name
+        run.preview_artifact, run.preview_object = ref.name, name
 
 
 @dataclass
@@ -61,8 +71,19 @@ class _Runtime:
     last_open: float = -1e9
     local: LocalBackend = field(default_factory=LocalBackend)
     downloads: dict[tuple[str, str], ArtifactDownload] = field(default_factory=dict)   # (job, kind) -> download
+    launches: dict[str, "_Launch"] = field(default_factory=dict)                       # run name -> launch
     backlog: list[Message] = field(default_factory=list)      # received while the interface was locked
     dirty: bool = False
+
+
+@dataclass
+class _Launch:
+    """A run on its way to becoming a job: submitted with its folder, or uploading the dataset first."""
+
+    kind: str
+    config: dict[str, Any]
+    files: Callable[[], dict[str, Path]]      # lists the dataset's files (run off the main thread)
+    upload: DatasetUpload | None = None
 
 
 _runtime = _Runtime()
@@ -98,11 +119,70 @@ def start_local_backend(context: bpy.types.Context | None = None) -> None:
 def submit_job(scene: bpy.types.Scene, kind: str, config: dict[str, Any]) -> RunProperties:
     """Submit a job and add its run to ``scene`` at once (state "submitting" until the backend answers)."""
     connection = _connection()
-    request_id = connection.submit(kind, config)
+    run = _new_run(scene, kind)
+    run.name, run.state = connection.submit(kind, config), SUBMITTING
+    return run
+
+
+def launch_job(scene: bpy.types.Scene, kind: str, config: dict[str, Any], *,
+               dataset_files: Callable[[], dict[str, Path]], upload_first: bool = False) -> RunProperties:
+    """Start a job on ``scene``'s dataset: submitted with the dataset's folder, unless ``upload_first`` or the
+    backend answers that it cannot see that folder; then the files listed by ``dataset_files`` are uploaded
+    (content-hashed, so only what the backend lacks travels) and the job is submitted naming the upload."""
+    connection = _connection()
+    launch = _Launch(kind, dict(config), dataset_files)
+    run = _new_run(scene, kind)
+    if upload_first:
+        run.name = f"upload-{id(launch):x}"
+        _start_upload(run, launch)
+    else:
+        run.name, run.state = connection.submit(kind, launch.config), SUBMITTING
+    _runtime.launches[run.name] = launch
+    return run
+
+
+def _new_run(scene: bpy.types.Scene, kind: str) -> RunProperties:
+    """A run remembering where its meshes go: the reconstruction imported in ``scene`` when it started."""
     run = scene.carrara.runs.add()
-    run.name, run.kind, run.state = request_id, kind, SUBMITTING
+    run.kind = kind
+    recon = scene.carrara.reconstruction
+    run.root_empty_name, run.collection_name = recon.root_empty_name, recon.collection_name
     _runtime.dirty = True
     return run
+
+
+def _start_upload(run: RunProperties, launch: _Launch) -> None:
+    launch.upload = DatasetUpload(launch.files)
+    run.state, run.phase, run.progress, run.error = UPLOADING, "upload", 0.0, ""
+
+
+def _step_launches(connection: Connection) -> None:
+    for key, launch in list(_runtime.launches.items()):
+        run = _run_named(key)
+        if run is None or run.job_id or run.state not in (SUBMITTING, UPLOADING):
+            del _runtime.launches[key]            # became a job, failed, or its scene is gone
+            continue
+        upload = launch.upload
+        if run.state != UPLOADING or upload is None:
+            continue
+        upload.step(connection)
+        _set(run, "progress", upload.fraction)
+        if upload.state == TransferState.FAILED:
+            run.state, run.error = JobState.FAILED, upload.error
+        elif upload.state == TransferState.DONE:
+            launch.config["dataset"] = {"upload_id": upload.upload_id}
+            del _runtime.launches[key]
+            run.name, run.state, run.phase = connection.submit(launch.kind, launch.config), SUBMITTING, ""
+            _runtime.launches[run.name] = launch
+        _runtime.dirty = True
+
+
+def _run_named(name: str) -> RunProperties | None:
+    for scene in bpy.data.scenes:
+        run = scene.carrara.runs.get(name)
+        if run is not None:
+            return run
+    return None
 
 
 def cancel_job(job_id: str) -> None:
@@ -160,10 +240,12 @@ def pump_tick(budget_s: float = TICK_BUDGET_S) -> float:
     for message in received:
         _apply(message, status)
     if connection:
+        _step_launches(connection)
         _step_downloads(connection)
     _show_connection(status, connection)
     if _runtime.dirty:
         _runtime.dirty = False
+        _show_status_bar()
         _tag_redraw()
     return ACTIVE_INTERVAL_S
 
@@ -182,7 +264,7 @@ def process_pending(timeout_s: float, until: Callable[[], bool] | None = None) -
 
 
 def _quiet() -> bool:
-    busy = {SUBMITTING, *JobState.ACTIVE}
+    busy = {SUBMITTING, UPLOADING, *JobState.ACTIVE}
     return not any(run.state in busy for scene in bpy.data.scenes for run in scene.carrara.runs) and \
         not any(d.state == TransferState.RUNNING for d in _runtime.downloads.values())
 
@@ -281,6 +363,21 @@ def _show_connection(status: BackendStatusProperties, connection: Connection | N
     _set(status, "tinycudann", bool(caps.get("tinycudann")))
 
 
+def _show_status_bar() -> None:
+    """The newest busy run's progress in the status bar (cleared when nothing runs)."""
+    workspace = bpy.context.workspace
+    if workspace is None:
+        return
+    busy = [run for scene in bpy.data.scenes for run in scene.carrara.runs
+            if run.state in (JobState.RUNNING, UPLOADING)]
+    if not busy:
+        workspace.status_text_set(None)
+    elif busy[-1].state == UPLOADING:
+        workspace.status_text_set(f"Carrara: sending photos {busy[-1].progress:.0%}")
+    else:
+        workspace.status_text_set(f"Carrara {busy[-1].kind}: {progress_text(busy[-1])}")
+
+
 def _tag_redraw() -> None:
     for window in bpy.context.window_manager.windows:
         for area in window.screen.areas:
@@ -316,6 +413,10 @@ def _apply(message: Message, status: BackendStatusProperties) -> None:
 def _apply_error(message: Message, status: BackendStatusProperties) -> None:
     text = str(message.body.get("message", "the backend reported an error"))
     run = _submitted_run(message.request_id)
+    launch = _runtime.launches.get(run.name) if run is not None else None
+    if launch is not None and message.body.get("code") == ErrorCode.NEEDS_UPLOAD and launch.upload is None:
+        _start_upload(run, launch)    # the backend cannot see the folder: send the files instead
+        return
     if run is not None:               # the submit was refused: the run never became a job
         run.state, run.error = JobState.FAILED, text
         return

@@ -7,7 +7,9 @@ from the last byte that arrived. No bpy here.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -103,34 +105,61 @@ class ArtifactDownload:
 
 
 class DatasetUpload:
-    """Send the files of a dataset folder to the backend as content-addressed blobs, then commit them.
+    """Send a dataset's files to the backend as content-addressed blobs, then commit them.
 
+    ``files`` maps each path inside the uploaded dataset (e.g. ``images/0001.png``) to the local file, so a model
+    and its photos may come from different folders. The SHA-256 of every file is computed on a worker thread
+    (hashing gigabytes on Blender's main thread would freeze it); ``step`` does nothing until that is done.
     Blobs the backend holds already are not sent again, and a blob cut short by a lost connection continues
     from the offset the backend reports. ``upload_id`` is set once done: a job config names it as
     ``{"dataset": {"upload_id": ...}}``.
     """
 
-    def __init__(self, root: Path, files: list[str], *, window: int = 2, chunk_bytes: int = p.CHUNK_BYTES):
-        self.root = Path(root)
-        self.files = sorted(files)
+    def __init__(self, files: Mapping[str, Path] | Callable[[], Mapping[str, Path]], *, window: int = 2,
+                 chunk_bytes: int = p.CHUNK_BYTES):
+        self._files_source = files
+        self.files: dict[str, Path] = {}
         self.window, self.chunk_bytes = window, min(chunk_bytes, p.CHUNK_BYTES)
         self.state, self.error = TransferState.RUNNING, ""
         self.upload_id = ""
         self.bytes_sent = 0
+        self.total_bytes = 0
         self._manifest: list[list] | None = None
         self._paths_by_sha: dict[str, Path] = {}
         self._todo: list[dict] = []          # [{"sha256", "offset", "size"}], front first
         self._in_flight = 0
         self._generation = -1
         self._waiting = False                # an announce or commit is in flight
+        self._hashing = threading.Thread(target=self._prepare, name="carrara-upload-prepare", daemon=True)
+        self._hashing.start()
+
+    def _prepare(self) -> None:
+        """List (when given a function, e.g. one reading the model) and hash the files, off the main thread."""
+        try:
+            source = self._files_source() if callable(self._files_source) else self._files_source
+            self.files = {name: Path(path) for name, path in sorted(source.items())}
+            manifest = [[name, path.stat().st_size, file_sha256(path)] for name, path in self.files.items()]
+        except OSError as exc:
+            self._fail_now(f"cannot read {exc.filename} to upload it: {exc.strerror}")
+            return
+        except ValueError as exc:           # the dataset itself is unusable; the message names the file
+            self._fail_now(str(exc))
+            return
+        self._paths_by_sha = {sha: self.files[name] for name, _, sha in manifest}
+        self.total_bytes = sum(size for _, size, _ in manifest)
+        self._manifest = manifest
+
+    def _fail_now(self, error: str) -> None:
+        self.error, self.state = error, TransferState.FAILED
+
+    @property
+    def fraction(self) -> float:
+        return self.bytes_sent / self.total_bytes if self.total_bytes else 0.0
 
     def step(self, connection: Connection) -> None:
-        if self.state != TransferState.RUNNING or connection.state != ConnectionState.CONNECTED:
+        if self.state != TransferState.RUNNING or connection.state != ConnectionState.CONNECTED or \
+                self._manifest is None:
             return
-        if self._manifest is None:
-            self._manifest = [[name, (self.root / name).stat().st_size,
-                               file_sha256(self.root / name)] for name in self.files]
-            self._paths_by_sha = {sha: self.root / name for name, _, sha in self._manifest}
         if connection.generation != self._generation:    # first step, or reconnected: ask what is missing
             self._generation = connection.generation
             self._in_flight, self._waiting = 0, True

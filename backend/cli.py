@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--keys", type=Path, default=None,
                        help="folder made by 'carrara-backend keys': enables CURVE encryption and client keys")
     serve.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    serve.add_argument("--uploads-only", action="store_true",
+                       help="train only on datasets uploaded over the connection, never on folders of this machine")
 
     keys = verbs.add_parser("keys", help="make CURVE key pairs for a remote backend and its clients")
     keys.add_argument("directory", type=Path, help="folder to write server.key(_secret) and client.key(_secret) into")
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.verb == "serve":
         from .server.app import serve
-        return serve(bind=args.bind, workspace=args.workspace, keys_dir=args.keys, device=args.device)
+        return serve(bind=args.bind, workspace=args.workspace, keys_dir=args.keys, device=args.device,
+                     uploads_only=args.uploads_only)
     if args.verb == "keys":
         from .server.security import make_keys
         for path in make_keys(args.directory):

@@ -11,7 +11,7 @@ from typing import Any
 
 from .protocol import ErrorCode, ProtocolError
 
-JOB_KINDS = ("check_dataset", "reconstruct")
+JOB_KINDS = ("check_dataset", "reconstruct", "extract")
 PRESETS = ("ci", "preview", "standard", "high")
 SCENE_TYPES = ("object", "indoor", "outdoor")
 DEVICES = ("auto", "cuda", "cpu")
@@ -49,7 +49,33 @@ class CheckDatasetConfig:
 
 
 @dataclass
-class ReconstructConfig:
+class AssetSettings:
+    """How the delivered mesh is made: shared by a reconstruction's final step and a later re-extraction."""
+
+    mesh_resolution: int = 512             # cells across the sphere for the final mesh
+    decimate_faces: int = 0                # face budget for the delivered mesh; 0 keeps every face
+    vertex_colors: bool = True
+    texture: bool = True                   # UV atlas with the colour field baked into a PNG
+    texture_size: int = 2048
+    remove_floaters: bool = True
+    export_formats: list[str] = field(default_factory=lambda: ["ply", "glb"])
+
+    def validate(self) -> None:
+        for name, low, high in (("mesh_resolution", 32, 4096), ("texture_size", 64, 16384)):
+            value = getattr(self, name)
+            if not _integer(value) or not low <= value <= high:
+                raise _fail(name, f"must be a whole number from {low} to {high}")
+        if not _integer(self.decimate_faces) or self.decimate_faces < 0:
+            raise _fail("decimate_faces", "must be 0 (keep all) or a positive face count")
+        for name in ("vertex_colors", "texture", "remove_floaters"):
+            if not isinstance(getattr(self, name), bool):
+                raise _fail(name, "must be true or false")
+        if not isinstance(self.export_formats, list) or not all(f in MESH_FORMATS for f in self.export_formats):
+            raise _fail("export_formats", f"must be a list drawn from {list(MESH_FORMATS)}")
+
+
+@dataclass
+class ReconstructConfig(AssetSettings):
     """One reconstruction run: train an SDF inside the sphere and deliver meshes."""
 
     dataset: DatasetRef = field(default_factory=DatasetRef)
@@ -62,13 +88,6 @@ class ReconstructConfig:
     downscale: float = 1.0                 # image downscale factor for training (>= 1)
     preview_every_s: float = 10.0          # seconds between streamed preview meshes; 0 turns them off
     preview_resolution: int = 128          # marching-cubes cells across the sphere for previews
-    mesh_resolution: int = 512             # cells across the sphere for the final mesh
-    decimate_faces: int = 0                # face budget for the delivered mesh; 0 keeps every face
-    vertex_colors: bool = True
-    texture: bool = True                   # UV atlas with the colour field baked into a PNG
-    texture_size: int = 2048
-    remove_floaters: bool = True
-    export_formats: list[str] = field(default_factory=lambda: ["ply", "glb"])
 
     def validate(self) -> None:
         self.dataset.validate()
@@ -86,28 +105,34 @@ class ReconstructConfig:
             raise _fail("downscale", "must be a number of at least 1")
         if not _finite_number(self.preview_every_s) or self.preview_every_s < 0:
             raise _fail("preview_every_s", "must be 0 (off) or a positive number of seconds")
-        for name, low, high in (("preview_resolution", 16, 1024), ("mesh_resolution", 32, 4096),
-                                ("texture_size", 64, 16384)):
-            value = getattr(self, name)
-            if not _integer(value) or not low <= value <= high:
-                raise _fail(name, f"must be a whole number from {low} to {high}")
-        if not _integer(self.decimate_faces) or self.decimate_faces < 0:
-            raise _fail("decimate_faces", "must be 0 (keep all) or a positive face count")
-        for name in ("vertex_colors", "texture", "remove_floaters"):
-            if not isinstance(getattr(self, name), bool):
-                raise _fail(name, "must be true or false")
-        if not isinstance(self.export_formats, list) or not all(f in MESH_FORMATS for f in self.export_formats):
-            raise _fail("export_formats", f"must be a list drawn from {list(MESH_FORMATS)}")
+        if not _integer(self.preview_resolution) or not 16 <= self.preview_resolution <= 1024:
+            raise _fail("preview_resolution", "must be a whole number from 16 to 1024")
+        super().validate()
 
 
-CONFIG_TYPES: dict[str, type] = {"check_dataset": CheckDatasetConfig, "reconstruct": ReconstructConfig}
+@dataclass
+class ExtractConfig(AssetSettings):
+    """Deliver the asset again from a reconstruction's latest checkpoint, e.g. at another resolution or budget."""
+
+    source_job_id: str = ""
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if not isinstance(self.source_job_id, str) or not self.source_job_id:
+            raise _fail("source_job_id", "must name the reconstruct job whose checkpoint to use")
+        _one_of("device", self.device, DEVICES)
+        super().validate()
+
+
+CONFIG_TYPES: dict[str, type] = {"check_dataset": CheckDatasetConfig, "reconstruct": ReconstructConfig,
+                                  "extract": ExtractConfig}
 
 
 def config_to_json(config: Any) -> dict[str, Any]:
     return asdict(config)
 
 
-def config_from_json(kind: str, data: Any) -> CheckDatasetConfig | ReconstructConfig:
+def config_from_json(kind: str, data: Any) -> CheckDatasetConfig | ReconstructConfig | ExtractConfig:
     """Build and validate the config of a job kind; unknown or ill-typed fields raise BAD_FIELD naming them."""
     if kind not in CONFIG_TYPES:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"job kind {kind!r} is not one of {list(JOB_KINDS)}")
@@ -119,10 +144,11 @@ def config_from_json(kind: str, data: Any) -> CheckDatasetConfig | ReconstructCo
     if unknown:
         raise _fail(unknown[0], f"is not a {kind} setting (known: {sorted(known)})")
     values = dict(data)
-    dataset = values.get("dataset", {})
-    if not isinstance(dataset, dict) or set(dataset) - {"path", "upload_id"}:
-        raise _fail("dataset", "must be an object with 'path' or 'upload_id'")
-    values["dataset"] = DatasetRef(**dataset)
+    if "dataset" in known:
+        dataset = values.get("dataset", {})
+        if not isinstance(dataset, dict) or set(dataset) - {"path", "upload_id"}:
+            raise _fail("dataset", "must be an object with 'path' or 'upload_id'")
+        values["dataset"] = DatasetRef(**dataset)
     config = cls(**values)
     config.validate()
     return config

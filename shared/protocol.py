@@ -110,6 +110,7 @@ class ErrorCode:
     NO_SUCH_ARTIFACT = "no_such_artifact"
     BAD_STATE = "bad_state"            # e.g. resuming a running job
     UNAVAILABLE = "unavailable"        # e.g. a GPU-only job on a CPU server
+    NEEDS_UPLOAD = "needs_upload"      # the backend cannot (or may not) read the dataset path: upload it
     INTERNAL = "internal"
 
 

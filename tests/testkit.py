@@ -58,12 +58,12 @@ class ServerThread:
     """The real job server, run on a thread of the test process (fast to start; stopped like SIGTERM does)."""
 
     def __init__(self, workspace: Path, port: int | None = None, keys_dir: Path | None = None,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", uploads_only: bool = False):
         import threading
         from carrara.backend.server.app import Server
         self.port = port or free_tcp_port()
         self.address = f"tcp://127.0.0.1:{self.port}"      # where clients connect
-        self.server = Server(f"tcp://{host}:{self.port}", workspace, keys_dir)
+        self.server = Server(f"tcp://{host}:{self.port}", workspace, keys_dir, uploads_only=uploads_only)
         self.status: int | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

@@ -52,7 +52,8 @@ class _Client:
 class Server:
     """The job server; ``run()`` serves until ``stop()`` (or a signal, through ``serve``)."""
 
-    def __init__(self, bind: str, workspace: Path, keys_dir: Path | None = None, device: str = "auto"):
+    def __init__(self, bind: str, workspace: Path, keys_dir: Path | None = None, device: str = "auto", *,
+                 uploads_only: bool = False):
         check_bind(bind, keys_dir)
         if keys_dir is not None:
             load_server_keys(keys_dir)
@@ -63,7 +64,7 @@ class Server:
         self.workspace.lock()
         self.uploads = UploadStore(self.workspace.uploads_dir)
         self._events: queue.SimpleQueue[Message] = queue.SimpleQueue()
-        self.jobs = JobManager(self.workspace, self.uploads, self._events.put)
+        self.jobs = JobManager(self.workspace, self.uploads, self._events.put, local_paths=not uploads_only)
         self._clients: dict[bytes, _Client] = {}
         self._stop = threading.Event()
         self._socket: zmq.Socket | None = None
@@ -280,10 +281,10 @@ class Server:
         return reply_to(request, MessageType.UPLOAD_STATUS, self.uploads.commit(request.body.get("upload_id")))
 
 
-def serve(bind: str, workspace: Path, keys_dir: Path | None, device: str) -> int:
+def serve(bind: str, workspace: Path, keys_dir: Path | None, device: str, uploads_only: bool = False) -> int:
     """The ``serve`` verb: run until SIGINT/SIGTERM; 0 after a clean stop, 2 when it cannot start."""
     try:
-        server = Server(bind, workspace, keys_dir, device)
+        server = Server(bind, workspace, keys_dir, device, uploads_only=uploads_only)
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"carrara-backend: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import traceback
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable
 
 from ...shared.jobs import config_from_json, config_to_json
@@ -26,9 +27,11 @@ LIST_LIMIT = 200
 class JobManager:
     """Job records, the queue and the worker thread; every method is safe to call from the server loop."""
 
-    def __init__(self, workspace: Workspace, uploads: UploadStore, emit: Callable[[Message], None]):
+    def __init__(self, workspace: Workspace, uploads: UploadStore, emit: Callable[[Message], None], *,
+                 local_paths: bool = True):
         self.workspace = workspace
         self.uploads = uploads
+        self.local_paths = local_paths      # may clients name folders on this machine, or only uploads?
         self._emit = emit
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
@@ -87,14 +90,30 @@ class JobManager:
         if kind not in registered_kinds():
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"job kind {kind!r} is not available on this backend yet "
                                                        f"(it runs: {', '.join(registered_kinds())})")
-        if parsed.dataset.upload_id is not None:
-            self.uploads.dataset_path(parsed.dataset.upload_id)
+        self._check_sources(parsed)
         record = self.workspace.create_job(kind, config_to_json(parsed))
         with self._lock:
             self._records[record.job_id] = record
             self._queue.append(record.job_id)
             self._wake.notify_all()
             return record.snapshot()
+
+    def _check_sources(self, config: Any) -> None:
+        """Refuse, before queueing, a job whose input this backend cannot read: the client can still fix it."""
+        dataset = getattr(config, "dataset", None)
+        if dataset is not None and dataset.upload_id is not None:
+            self.uploads.dataset_path(dataset.upload_id)
+        elif dataset is not None:
+            if not self.local_paths:
+                raise ProtocolError(ErrorCode.NEEDS_UPLOAD, "this backend serves uploaded datasets only "
+                                                            f"(--uploads-only); upload {dataset.path!r} first")
+            if not Path(dataset.path).exists():
+                raise ProtocolError(ErrorCode.NEEDS_UPLOAD, f"the backend cannot see {dataset.path!r} (a remote "
+                                                            "backend, or another machine's folder); upload it")
+        source = getattr(config, "source_job_id", None)
+        if source is not None and self.record(source).kind != "reconstruct":
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"config field 'source_job_id': job {source!r} is not a "
+                                                     "reconstruction")
 
     def record(self, job_id: str | None) -> JobRecord:
         if job_id is None:
@@ -175,7 +194,7 @@ class JobManager:
         context = JobContext(record, self.workspace, self._lock, self._emit, cancel)
         try:
             config_json = dict(record.config)
-            upload_id = config_json["dataset"].get("upload_id")
+            upload_id = (config_json.get("dataset") or {}).get("upload_id")
             if upload_id is not None:     # the engine reads a folder; the record keeps the upload id
                 config_json["dataset"] = {"path": str(self.uploads.dataset_path(upload_id))}
             run = runner(record.kind)

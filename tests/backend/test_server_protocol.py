@@ -90,6 +90,7 @@ def test_hello_reports_versions_capabilities_and_kinds(client):
 def test_ping_list_submit_attach_detach_round_trip(client, tmp_path):
     assert _request(client, p.MessageType.PING).body == {"attached": []}
     assert _request(client, p.MessageType.LIST_JOBS).body == {"jobs": [], "total": 0}
+    (tmp_path / "nothing").mkdir()          # a folder the backend sees, holding no dataset
     reply = _request(client, p.MessageType.SUBMIT, {"kind": "check_dataset",
                                                     "config": {"dataset": {"path": str(tmp_path / "nothing")}}})
     assert reply.type == p.MessageType.JOB
@@ -193,6 +194,36 @@ def test_bad_requests_get_a_named_error(server, client, mtype, body, job_id, cod
     assert reply.body["code"] == code
     assert words in reply.body["message"]
     _assert_still_serving(server)
+
+
+def test_a_folder_the_backend_cannot_see_asks_for_an_upload(client, tmp_path):
+    reply = _request(client, p.MessageType.SUBMIT, {"kind": "check_dataset",
+                                                    "config": {"dataset": {"path": str(tmp_path / "elsewhere")}}})
+    assert reply.body["code"] == p.ErrorCode.NEEDS_UPLOAD
+    assert "elsewhere" in reply.body["message"] and "upload" in reply.body["message"]
+    assert _request(client, p.MessageType.LIST_JOBS).body["total"] == 0
+
+
+def test_an_uploads_only_backend_refuses_its_own_folders(tmp_path):
+    dataset = write_colmap_dataset(tmp_path / "dataset", 2)
+    with ServerThread(tmp_path / "workspace", uploads_only=True) as running:
+        client = _dealer(running.address)
+        try:
+            reply = _request(client, p.MessageType.SUBMIT, {"kind": "check_dataset",
+                                                            "config": {"dataset": {"path": str(dataset)}}})
+        finally:
+            client.close()
+    assert reply.body["code"] == p.ErrorCode.NEEDS_UPLOAD and "uploads-only" in reply.body["message"]
+
+
+def test_extract_needs_a_reconstruction_to_extract_from(client, tmp_path):
+    reply = _request(client, p.MessageType.SUBMIT, {"kind": "extract", "config": {"source_job_id": "j-none"}})
+    assert reply.body["code"] == p.ErrorCode.NO_SUCH_JOB and "j-none" in reply.body["message"]
+    (tmp_path / "d").mkdir()
+    check = _request(client, p.MessageType.SUBMIT, {"kind": "check_dataset",
+                                                    "config": {"dataset": {"path": str(tmp_path / "d")}}})
+    reply = _request(client, p.MessageType.SUBMIT, {"kind": "extract", "config": {"source_job_id": check.job_id}})
+    assert reply.body["code"] == p.ErrorCode.BAD_FIELD and "not a reconstruction" in reply.body["message"]
 
 
 def test_a_kind_the_server_cannot_run_is_unavailable(client):

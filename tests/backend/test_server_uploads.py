@@ -25,6 +25,10 @@ def _files(root: Path) -> list[str]:
     return sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file())
 
 
+def _upload(root: Path, names: list[str], **options) -> DatasetUpload:
+    return DatasetUpload({name: root / name for name in names}, **options)
+
+
 def _run(upload: DatasetUpload, connection: Connection, stop=lambda: False, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while upload.state == TransferState.RUNNING and not stop():
@@ -42,7 +46,7 @@ def server(tmp_path):
 def test_upload_then_check_then_upload_again_sends_nothing(server, tmp_path):
     dataset = write_colmap_dataset(tmp_path / "dataset", 4)
     connection = _connect(server.address)
-    upload = DatasetUpload(dataset, _files(dataset))
+    upload = _upload(dataset, _files(dataset))
     _run(upload, connection)
     assert upload.state == TransferState.DONE, upload.error
     # the 4 photos are one content: it travels once
@@ -63,7 +67,7 @@ def test_upload_then_check_then_upload_again_sends_nothing(server, tmp_path):
         time.sleep(0.05)
     assert connection.call(p.MessageType.ATTACH, job_id=reply.job_id).body["job"]["state"] == "finished"
 
-    again = DatasetUpload(dataset, _files(dataset))
+    again = _upload(dataset, _files(dataset))
     _run(again, connection)
     assert (again.state, again.upload_id, again.bytes_sent) == (TransferState.DONE, upload.upload_id, 0)
     connection.close()
@@ -75,14 +79,14 @@ def test_an_upload_cut_short_resumes_from_the_offset_the_backend_holds(server, t
     content = np.random.default_rng(7).integers(0, 256, 300_000, np.uint8).tobytes()
     (folder / "photo.jpg").write_bytes(content)
     connection = _connect(server.address)
-    first = DatasetUpload(folder, ["photo.jpg"], window=1, chunk_bytes=50_000)
+    first = _upload(folder, ["photo.jpg"], window=1, chunk_bytes=50_000)
     _run(first, connection, stop=lambda: first.bytes_sent >= 100_000)
     connection.poll(0.05)
     connection.close()                                     # the link drops mid-file
     assert first.state == TransferState.RUNNING
 
     connection = _connect(server.address)
-    second = DatasetUpload(folder, ["photo.jpg"], window=1, chunk_bytes=50_000)
+    second = _upload(folder, ["photo.jpg"], window=1, chunk_bytes=50_000)
     _run(second, connection)
     assert second.state == TransferState.DONE, second.error
     assert 0 < second.bytes_sent <= len(content) - 50_000  # only what had not arrived
@@ -91,7 +95,7 @@ def test_an_upload_cut_short_resumes_from_the_offset_the_backend_holds(server, t
 
     # the same upload object also survives a reconnect of its own connection
     (folder / "other.jpg").write_bytes(content[::-1])
-    third = DatasetUpload(folder, ["other.jpg"], window=1, chunk_bytes=50_000)
+    third = _upload(folder, ["other.jpg"], window=1, chunk_bytes=50_000)
     _run(third, connection, stop=lambda: third.bytes_sent >= 100_000)
     connection.open()
     connection.wait_connected(30)
@@ -135,7 +139,7 @@ def test_chunks_are_checked_for_offset_size_and_content(server):
 def test_an_empty_file_needs_no_chunk(server, tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
     connection = _connect(server.address)
-    upload = DatasetUpload(tmp_path, ["empty.txt"])
+    upload = _upload(tmp_path, ["empty.txt"])
     _run(upload, connection)
     assert (upload.state, upload.bytes_sent) == (TransferState.DONE, 0)
     assert (server.server.workspace.uploads_dir / "datasets" / upload.upload_id / "empty.txt").read_bytes() == b""
