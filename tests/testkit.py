@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import types
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,37 @@ def finished_job_with_mesh(workspace_root: Path, mesh: "MeshData", state: str = 
     record.set_state(state, "test fixture")
     workspace.save(record)
     return record.job_id, events[-1].body["artifact"]
+
+
+class RecordingLayout:
+    """Records every layout call (label, prop, operator, progress, ...); sub-layouts record into the same list."""
+
+    def __init__(self, calls=None):
+        self.calls = [] if calls is None else calls
+
+    def __getattr__(self, name):
+        def record(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            if name in ("row", "column", "box", "split"):
+                return RecordingLayout(self.calls)
+            if name == "operator":
+                properties = types.SimpleNamespace()
+                self.calls.append(("operator properties", (args[0],), {"properties": properties}))
+                return properties
+            return None
+        return record
+
+    def texts(self, kind="label"):
+        return [kwargs.get("text", "") for name, _, kwargs in self.calls if name == kind]
+
+    def operators(self):
+        return [(args[0], vars(kwargs["properties"])) for name, args, kwargs in self.calls
+                if name == "operator properties"]
+
+
+def draw_panel(panel) -> RecordingLayout:
+    """Run a Panel class's real ``draw`` into a RecordingLayout (there is no UI under the bpy module)."""
+    import bpy
+    layout = RecordingLayout()
+    panel.draw(types.SimpleNamespace(layout=layout), bpy.context)
+    return layout

@@ -1,42 +1,9 @@
 """The sidebar panels drawn into a recording layout: connection state, capabilities, errors, and each job with
 its progress bar and the buttons that fit its state."""
-import types
-
 import bpy
 
 from carrara.addon import panel_backend
-
-
-class RecordingLayout:
-    """Records every layout call (label, prop, operator, progress, ...); sub-layouts record into the same list."""
-
-    def __init__(self, calls=None):
-        self.calls = [] if calls is None else calls
-
-    def __getattr__(self, name):
-        def record(*args, **kwargs):
-            self.calls.append((name, args, kwargs))
-            if name in ("row", "column", "box", "split"):
-                return RecordingLayout(self.calls)
-            if name == "operator":
-                properties = types.SimpleNamespace()
-                self.calls.append(("operator properties", (args[0],), {"properties": properties}))
-                return properties
-            return None
-        return record
-
-    def texts(self, kind="label"):
-        return [kwargs.get("text", "") for name, _, kwargs in self.calls if name == kind]
-
-    def operators(self):
-        return [(args[0], vars(kwargs["properties"])) for name, args, kwargs in self.calls
-                if name == "operator properties"]
-
-
-def _draw(panel) -> RecordingLayout:
-    layout = RecordingLayout()
-    panel.draw(types.SimpleNamespace(layout=layout), bpy.context)
-    return layout
+from testkit import draw_panel as _draw
 
 
 def test_backend_panel_shows_state_capabilities_and_errors(registered_addon):
