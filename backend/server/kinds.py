@@ -2,7 +2,7 @@
 
 Adding a kind is one line at the bottom of this module::
 
-    register_kind("reconstruct", "carrara.backend.train.job:run")
+    register_kind("reconstruct", "carrara.backend.reconstruct:run_reconstruction")
 
 A target given as ``"module:function"`` is imported when a job of that kind first runs, so the server starts
 without paying for torch. ``run`` returns normally when the job finished or when ``reporter.cancelled()`` asked
@@ -47,3 +47,5 @@ def runner(name: str) -> RunFunction:
 
 
 register_kind("check_dataset", "carrara.backend.server.check_dataset:run")
+register_kind("reconstruct", "carrara.backend.reconstruct:run_reconstruction")
+register_kind("extract", "carrara.backend.reconstruct:run_extract")

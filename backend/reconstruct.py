@@ -1,0 +1,265 @@
+"""The reconstruct job: photos in, meshes out. One function serves the server's job kind and the CLI's ``train``.
+
+``run_reconstruction`` loads and checks the dataset, plans GPU memory, trains (resuming from the run folder's last
+checkpoint if there is one), reports progress, streams a coarse preview mesh every ``preview_every_s`` seconds,
+writes checkpoints, honours cancel requests (checkpoint, then return) and finally extracts the asset and writes
+its files. The run folder holds ``config.json``, ``checkpoints/`` and ``meshes/`` (the reporter keeps the log).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..shared.jobs import AssetSettings, ExtractConfig, ReconstructConfig, config_to_json
+from ..shared.mesh_data import MeshData
+from ..shared.sphere import BoundingSphere
+from .data.dataset import DatasetError, load_dataset
+from .data.images import default_host_budget
+from .data.normalization import SphereNormalization
+from .mesh.export import write_glb, write_ply
+from .mesh.pipeline import build_mesh
+from .model.neural_surface import NeuralSurface
+from .reporting import Reporter
+from .server.kinds import JobFailed
+from .train.checkpoint import CheckpointError, load_latest, save_checkpoint, write_json_atomic
+from .train.distributed import Distributed
+from .train.memory_plan import MemoryPlan, MemoryPlanError, fixed_plan, plan_memory
+from .train.presets import preset as get_preset
+from .train.settings import TrainSettings, build_settings
+from .train.trainer import StepStats, Trainer, TrainingDiverged
+
+PROGRESS_EVERY_S = 0.5
+EMA = 0.9
+
+
+def resolve_device(requested: str) -> str:
+    """'auto' takes the GPU when torch sees one; 'cuda' without one is a clear error."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise JobFailed("device 'cuda' was asked for, but torch sees no CUDA GPU; use 'auto' or 'cpu'")
+    return requested
+
+
+def plan_for(preset_name: str, device: torch.device, *, with_background: bool,
+             resumed: TrainSettings | None = None) -> MemoryPlan | None:
+    """The memory plan on a GPU, from its free memory now (a resumed run keeps its table and batch); None on the
+    CPU, where the preset runs as it is."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    where = f"{torch.cuda.get_device_name(device)} ({device})"
+    preset = get_preset(preset_name)
+    if resumed is None:
+        return plan_memory(preset, free, with_background=with_background, device_name=where)
+    grid = resumed.model.sdf
+    return fixed_plan(preset, free, grid.log2_hashmap_size, grid.features_per_level, resumed.rays_per_iter,
+                      with_background=with_background, device_name=where)
+
+
+@dataclass
+class _Session:
+    """What the step callback keeps between steps: timers, smoothed figures, the last checkpoint."""
+
+    started: float
+    first_iteration: int
+    last_progress: float = 0.0
+    last_reported_iteration: int = -1
+    last_preview: float = 0.0
+    last_checkpoint_time: float = 0.0
+    last_checkpoint_iteration: int = -1
+    loss: float | None = None
+    psnr_train: float | None = None
+    psnr_validation: float | None = None
+
+
+def run_reconstruction(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device: str) -> None:
+    """Train and deliver meshes for ``config`` in ``run_dir``; raises JobFailed for problems the user can fix.
+
+    ``device`` is what the caller probed ('cuda', 'cpu', or 'auto'); ``config.device`` overrides it unless 'auto'.
+    """
+    try:
+        _run(config, Path(run_dir), reporter, device)
+    except (DatasetError, MemoryPlanError, CheckpointError, TrainingDiverged) as exc:
+        raise JobFailed(str(exc)) from exc
+
+
+def _run(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device_name: str) -> None:
+    dist = Distributed.from_env()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(dist.device(resolve_device(config.device if config.device != "auto" else device_name)))
+    checkpoints = run_dir / "checkpoints"
+    resumed = load_latest(checkpoints)
+    sphere = BoundingSphere(config.sphere_center, config.sphere_radius)
+    dataset = load_dataset(Path(config.dataset.path), sphere=sphere, scene_type=config.scene_type,
+                           downscale=config.downscale)
+    say = reporter.log if dist.is_main else (lambda line, level="info": None)
+    for warning in dataset.warnings:
+        say(warning, "warning")
+    say(f"{len(dataset.train)} photos train, {len(dataset.validation)} validate "
+        f"({'held out' if dataset.validation_held_out else 'training photos'})"
+        f"{', alpha used as mask' if dataset.use_alpha else ''}; device {device}")
+    with_background = not dataset.use_alpha and config.scene_type != "indoor"
+    if resumed is not None:
+        settings = TrainSettings.from_json(resumed[1]["settings"])
+        plan = plan_for(settings.preset, device, with_background=with_background, resumed=settings)
+    else:
+        plan = plan_for(config.preset, device, with_background=with_background)
+        settings = build_settings(get_preset(config.preset), scene_type=config.scene_type,
+                                  use_alpha=dataset.use_alpha, n_views=len(dataset.views), plan=plan,
+                                  iterations=config.iterations, mixed_precision=device.type == "cuda")
+    if plan is not None:
+        say(f"memory plan: {plan.describe()}")
+    image_budget = plan.image_cache_bytes if plan else (default_host_budget() if device.type == "cpu" else 0)
+    trainer = Trainer(dataset, settings, device=device, image_budget=image_budget, distributed=dist, log=say)
+    try:
+        if resumed is not None:
+            trainer.load_state_dict(resumed[1])
+            say(f"resumed from {resumed[0].name} at iteration {trainer.iteration}")
+        if dist.is_main:
+            write_json_atomic(run_dir / "config.json", {
+                "reconstruct": config_to_json(config), "settings": settings.to_json(),
+                "normalization": dataset.normalization.to_json(), "plan": plan.to_json() if plan else None,
+                "dataset": {"photos": len(dataset.views), "train": len(dataset.train),
+                            "validation": len(dataset.validation), "use_alpha": dataset.use_alpha}})
+        _train(trainer, config, run_dir, reporter, dist)
+    finally:
+        trainer.close()
+
+
+def _train(trainer: Trainer, config: ReconstructConfig, run_dir: Path, reporter: Reporter, dist: Distributed) -> None:
+    settings = trainer.settings
+    now = time.monotonic()
+    session = _Session(started=now, first_iteration=trainer.iteration, last_preview=now, last_checkpoint_time=now,
+                       last_checkpoint_iteration=trainer.iteration)
+
+    def checkpoint() -> None:
+        """Every rank refreshes its rollback point; rank 0 writes it."""
+        if session.last_checkpoint_iteration != trainer.iteration:
+            state = trainer.checkpoint_state()
+            if dist.is_main:
+                save_checkpoint(state, run_dir / "checkpoints", trainer.iteration)
+        session.last_checkpoint_iteration, session.last_checkpoint_time = trainer.iteration, time.monotonic()
+
+    def on_step(stats: StepStats) -> None:
+        t = time.monotonic()
+        if stats.psnr_validation is not None:
+            session.psnr_validation = stats.psnr_validation
+            if dist.is_main:
+                reporter.log(f"iteration {stats.iteration}: validation PSNR {stats.psnr_validation:.2f} dB")
+        if dist.is_main and t - session.last_progress >= PROGRESS_EVERY_S:
+            session.last_progress = t
+            _report_progress(trainer, session, stats, reporter, t)
+        due = (trainer.iteration % settings.checkpoint_every == 0
+               or t - session.last_checkpoint_time >= settings.checkpoint_every_s)
+        if dist.agree(due, trainer.device):     # ranks' clocks differ; rank 0 decides for all
+            checkpoint()
+        if dist.is_main and config.preview_every_s > 0 and t - session.last_preview >= config.preview_every_s:
+            _send_preview(trainer, config, reporter)
+            session.last_preview = time.monotonic()
+
+    outcome = trainer.train(should_stop=reporter.cancelled, on_step=on_step)
+    checkpoint()
+    if outcome == "stopped":
+        if dist.is_main:
+            reporter.log(f"stopped at iteration {trainer.iteration} on request; the checkpoint is saved and the run "
+                         "resumes from it")
+        return
+    if dist.is_main:
+        if outcome == "plateau":
+            reporter.log(f"validation PSNR stopped improving; training ends at iteration {trainer.iteration}")
+        if session.last_reported_iteration != trainer.iteration:
+            _report_progress(trainer, session, None, reporter, time.monotonic())
+        _deliver_final(trainer, config, run_dir, reporter)
+
+
+def _report_progress(trainer: Trainer, session: _Session, stats: StepStats | None, reporter: Reporter,
+                     now: float) -> None:
+    if stats is not None:
+        loss, psnr = stats.loss, stats.psnr_train
+        session.loss = loss if session.loss is None else EMA * session.loss + (1 - EMA) * loss
+        if math.isfinite(psnr):
+            session.psnr_train = psnr if session.psnr_train is None else EMA * session.psnr_train + (1 - EMA) * psnr
+    session.last_reported_iteration = trainer.iteration
+    done = trainer.iteration - session.first_iteration
+    rate = done / max(now - session.started, 1e-6)
+    total = trainer.settings.iterations
+    reporter.progress(iteration=trainer.iteration, total=total, loss=session.loss,
+                      psnr=session.psnr_validation if session.psnr_validation is not None else session.psnr_train,
+                      rate=rate, eta_s=(total - trainer.iteration) / rate if rate > 0 else float("inf"))
+
+
+def _send_preview(trainer: Trainer, config: ReconstructConfig, reporter: Reporter) -> None:
+    """A coarse mesh with vertex colours only: cheap enough to send every few seconds."""
+    trainer.prepare_for_extraction()
+    mesh = build_mesh(trainer.model.sdf_fn(), trainer.model.color_fn() if config.vertex_colors else None,
+                      config.preview_resolution, device=trainer.device,
+                      to_world=trainer.dataset.normalization.to_world_affine, remove_floaters=False,
+                      vertex_colors=config.vertex_colors, texture_size=0)
+    if mesh.face_count:
+        reporter.mesh("preview_mesh", mesh, trainer.iteration)
+
+
+def _deliver_final(trainer: Trainer, config: ReconstructConfig, run_dir: Path, reporter: Reporter) -> None:
+    trainer.prepare_for_extraction()
+    deliver_asset(trainer.model, trainer.dataset.normalization, trainer.iteration, config, run_dir / "meshes",
+                  reporter, trainer.device)
+
+
+def asset_mesh(model: NeuralSurface, normalization: SphereNormalization, asset: AssetSettings,
+               device: torch.device | str, *, texture: bool = True) -> MeshData:
+    """The delivered mesh as ``asset`` asks for it (resolution, floaters, face budget, colours, texture)."""
+    with_texture = texture and asset.texture
+    wants_color = asset.vertex_colors or with_texture
+    return build_mesh(model.sdf_fn(), model.color_fn() if wants_color else None, asset.mesh_resolution,
+                      device=device, to_world=normalization.to_world_affine, remove_floaters=asset.remove_floaters,
+                      decimate_faces=asset.decimate_faces, vertex_colors=asset.vertex_colors,
+                      texture_size=asset.texture_size if with_texture else 0)
+
+
+def deliver_asset(model: NeuralSurface, normalization: SphereNormalization, iteration: int, asset: AssetSettings,
+                  meshes_dir: Path, reporter: Reporter, device: torch.device | str) -> None:
+    """Extract the final mesh, hand it to the reporter and write its files: the end of a run and of an extract job."""
+    reporter.log(f"extracting the final mesh at resolution {asset.mesh_resolution}")
+    mesh = asset_mesh(model, normalization, asset, device)
+    if not mesh.face_count:
+        raise JobFailed("the surface is empty inside the sphere: check that the sphere holds the object and the "
+                        "photos show it")
+    reporter.log(f"final mesh: {mesh.vertex_count:,} vertices, {mesh.face_count:,} faces")
+    reporter.mesh("final_mesh", mesh, iteration)
+    meshes_dir.mkdir(parents=True, exist_ok=True)
+    writers = {"ply": write_ply, "glb": write_glb}
+    for fmt in asset.export_formats:
+        path = meshes_dir / f"final.{fmt}"
+        writers[fmt](mesh, path)
+        reporter.artifact(path, fmt)
+
+
+def run_extract(config: ExtractConfig, job_dir: Path, reporter: Reporter, device: str) -> None:
+    """The server's extract job: the asset again from a reconstruct job's newest checkpoint (its sibling folder)."""
+    source = Path(job_dir).parent / config.source_job_id
+    try:
+        torch_device = resolve_device(config.device if config.device != "auto" else device)
+        model, normalization, iteration = load_trained_model(source, torch_device)
+    except CheckpointError as exc:
+        raise JobFailed(f"job {config.source_job_id} has no checkpoint to extract from yet ({exc})") from exc
+    reporter.progress(iteration=0, total=1, loss=None, psnr=None, rate=0.0, eta_s=float("inf"), phase="extract")
+    deliver_asset(model, normalization, iteration, config, Path(job_dir) / "meshes", reporter, torch_device)
+    reporter.progress(iteration=1, total=1, loss=None, psnr=None, rate=0.0, eta_s=0.0, phase="extract")
+
+
+def load_trained_model(run_dir: Path, device: str | torch.device) -> tuple[NeuralSurface, SphereNormalization, int]:
+    """The model of a run folder's newest readable checkpoint, at its coarse-to-fine stage, ready to mesh."""
+    found = load_latest(Path(run_dir) / "checkpoints")
+    if found is None:
+        raise CheckpointError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint (is this a run folder written by "
+                              "'carrara-backend train'?)")
+    _, state = found
+    settings = TrainSettings.from_json(state["settings"])
+    model = NeuralSurface(settings.model)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), SphereNormalization.from_json(state["normalization"]), int(state["iteration"])

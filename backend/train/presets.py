@@ -1,0 +1,130 @@
+"""Presets named for what an artist wants, one dataclass each; the defaults are written once, here.
+
+The hash-table size, features per level and rays per iteration below are the most a preset asks for: the memory
+plan (``memory_plan.py``) may lower them to fit the GPU. Iteration counts are set so that, on one H100, ``preview``
+takes about a minute and ``standard`` about ten (see ``benchmarks/bench_training.py`` for the measured rate);
+``high`` runs until validation PSNR stops improving, with its iteration count as the ceiling that its schedule is
+laid out over. ``ci`` is tiny, for tests on a CPU.
+
+Departures from Neuralangelo's recipe, and why (measured on the CPU test scene, ``ci`` preset, 300 iterations,
+mean of seeds 0-2; mean |SDF| at true surface points in sphere radii / held-out PSNR; ours: 0.012 / 26.2 dB):
+- the hash table gets the instant-ngp learning rate (1e-2, Adam eps 1e-15), its weight decay scaled so that
+  lr x decay per step stays the recipe's 1e-5 (recipe rate 1e-3: 0.017 / 22.2 dB);
+- NeuS's sharpness s gets 3e-2: the recipe's 1e-3 moves s too slowly for a few thousand iterations
+  (0.020 / 22.5 dB);
+- the learning rate drops once, x0.1 at 85 % of the run, instead of at 60 % and 80 % (0.014 / 22.4 dB), except in
+  ``high``, the long preset, which keeps the recipe's steps; all three optimiser choices of the recipe together:
+  0.032 / 21.4 dB;
+- the colour network also sees the hash features directly (``SdfFieldConfig.grid_in_feature``), not only through
+  the SDF's hidden layer, whose hash weights start at zero: without it, short runs learn the shape but hardly any
+  texture (0.014 / 22.2 dB);
+- phases are fractions of the run (``schedules.py``), as runs are 25-250x shorter than its 500k iterations;
+- the hash grid spans the unit sphere's cube (with a 5 % margin), not [-2, 2]^3: the sphere is the whole
+  foreground, so the same 2048 finest resolution gives cells half as wide, and no table entries are spent on the
+  7/8 of the volume Neuralangelo's grid covers outside its sphere (not measured: a design choice);
+- samples per ray: occupancy-guided depths and fewer up-sampling rounds instead of 64 uniform + 4 x 16 (see
+  ``render/renderer.py``; ``benchmarks/bench_training.py`` measures the speed against the recipe's budget);
+- RGB L1 is summed over channels like Neuralangelo (its x3 on the mean), plus a mask loss when photos have alpha.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..render.renderer import SamplingConfig
+from .schedules import ScheduleConfig
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3                  # MLPs and appearance codes (Neuralangelo)
+    lr_hash: float = 1e-2             # hash tables (instant-ngp)
+    lr_s: float = 3e-2                # NeuS sharpness s_var
+    weight_decay: float = 1e-2        # AdamW, MLPs (Neuralangelo)
+    weight_decay_hash: float = 1e-3   # lr_hash x this = Neuralangelo's lr x decay
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps_hash: float = 1e-15           # tiny hash gradients still move their entries fully (instant-ngp)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    rgb: float = 1.0
+    eikonal: float = 0.1
+    curvature: float = 5e-4           # before warm-up and per-level decay (schedules.py)
+    mask: float = 0.1                 # BCE of opacity against alpha, when photos carry it
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    iterations: int
+    rays_per_iter: int
+    stop_on_plateau: bool = False
+    # hash grid: the plan may lower log2_hashmap_size and features_per_level
+    n_levels: int = 16
+    base_resolution: int = 32
+    max_resolution: int = 2048
+    log2_hashmap_size: int = 22
+    features_per_level: int = 8
+    # networks
+    sdf_hidden: int = 256
+    grid_in_feature: bool = True       # hash features also feed the colour network directly
+    color_hidden: int = 256
+    color_layers: int = 4
+    background_hidden: int = 256
+    background_layers: int = 8
+    background_skip: int = 4
+    background_frequencies: int = 10
+    background_color_hidden: int = 128
+    appearance_dim: int = 8
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    occupancy_resolution: int = 128
+    occupancy_every: int = 16
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    losses: LossWeights = field(default_factory=LossWeights)
+    # bookkeeping
+    validate_every: int = 500
+    validation_rays: int = 4096
+    checkpoint_every: int = 2000
+    checkpoint_every_s: float = 300.0
+    plateau_patience: int = 5          # validations without a gain of PLATEAU_MIN_GAIN_DB (high only)
+    # the command line's final mesh (the server's job config chooses its own)
+    cli_mesh_resolution: int = 512
+    cli_texture_size: int = 2048
+
+
+PLATEAU_MIN_GAIN_DB = 0.05
+
+PRESET_TABLE: dict[str, Preset] = {
+    "ci": Preset(
+        name="ci", iterations=300, rays_per_iter=128,
+        n_levels=4, base_resolution=16, max_resolution=64, log2_hashmap_size=19, features_per_level=2,
+        sdf_hidden=64, color_hidden=64, color_layers=2,
+        background_hidden=64, background_layers=4, background_skip=2, background_frequencies=6,
+        background_color_hidden=32,
+        sampling=SamplingConfig(n_uniform=8, n_guided=12, n_fine=6, fine_rounds=2, n_background=8),
+        occupancy_resolution=32, occupancy_every=8,
+        schedule=ScheduleConfig(warmup=0.02, level_step=0.05, init_levels=2, anneal_end=0.1),
+        validate_every=100, validation_rays=1024, checkpoint_every=200, checkpoint_every_s=60.0,
+        cli_mesh_resolution=64, cli_texture_size=128),
+    "preview": Preset(
+        name="preview", iterations=2000, rays_per_iter=2048, log2_hashmap_size=20, features_per_level=4,
+        sampling=SamplingConfig(n_uniform=16, n_guided=32, n_fine=16, fine_rounds=2, n_background=16),
+        occupancy_resolution=64, validate_every=250, checkpoint_every=1000),
+    "standard": Preset(
+        name="standard", iterations=15000, rays_per_iter=4096, log2_hashmap_size=21, features_per_level=8,
+        sampling=SamplingConfig(n_uniform=16, n_guided=32, n_fine=16, fine_rounds=3, n_background=32),
+        validate_every=1000, checkpoint_every=2500),
+    "high": Preset(
+        name="high", iterations=100000, rays_per_iter=4096, stop_on_plateau=True,
+        log2_hashmap_size=22, features_per_level=8,
+        sampling=SamplingConfig(n_uniform=32, n_guided=48, n_fine=16, fine_rounds=4, n_background=32),
+        schedule=ScheduleConfig(lr_steps=(0.6, 0.8)), validate_every=2000, checkpoint_every=5000),
+}
+
+
+def preset(name: str) -> Preset:
+    try:
+        return PRESET_TABLE[name]
+    except KeyError:
+        raise ValueError(f"preset must be one of {list(PRESET_TABLE)}, not {name!r}") from None

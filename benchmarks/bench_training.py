@@ -1,0 +1,162 @@
+"""Training throughput and peak GPU memory at each preset, against baselines run in the same command (issue 4, 7b).
+
+    python3 benchmarks/bench_training.py                      # GPU machine: every preset on examples/chair (~5 min)
+    python3 benchmarks/bench_training.py --dataset DIR --presets preview standard
+    python3 benchmarks/bench_training.py --smoke              # here, on the CPU: the ci preset, a few steps
+
+Per preset, on the memory plan chosen for this GPU's free memory:
+- ``ours``: ``Trainer.step()`` as the engine runs it (Triton encoding, occupancy-guided samples, bf16 colour MLPs):
+  iterations/s, rays/s, rendered samples/s, SDF evaluations/s (rendered samples x 5 for the 4-tap gradient, plus
+  the no-grad up-sampling scans), peak memory against the plan's estimate (its calibration), and the preset's
+  expected duration (its iterations / the rate) against its target (preview ~60 s, standard ~600 s on an H100);
+- baseline ``torch_encoding``: the same steps with the plain PyTorch hash-grid encoding (the reference) instead of
+  the Triton kernel;
+- baseline ``recipe_sampling``: the same steps with Neuralangelo's sample budget (64 stratified + 4 x 16 up-sampled,
+  no occupancy grid: 129 rendered intervals per ray).
+Every figure of a baseline is also given as ours / baseline. Results: benchmarks/results/training_<gpu>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import _bootstrap
+
+CONTEXT = _bootstrap.run_context()
+
+import torch  # noqa: E402  (after the bootstrap, like the carrara imports)
+
+from carrara.backend.data.dataset import dataset_sphere, load_dataset  # noqa: E402
+from carrara.backend.render.renderer import SamplingConfig  # noqa: E402
+from carrara.backend.train.memory_plan import plan_memory  # noqa: E402
+from carrara.backend.train.presets import preset as get_preset  # noqa: E402
+from carrara.backend.train.settings import build_settings  # noqa: E402
+from carrara.backend.train.trainer import Trainer  # noqa: E402
+
+TARGET_SECONDS = {"preview": 60.0, "standard": 600.0}
+RECIPE_SAMPLING = SamplingConfig(n_uniform=0, n_guided=64, n_fine=16, fine_rounds=4, n_background=32)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(trainer: Trainer, warmup: int, steps: int) -> dict[str, Any]:
+    """Steps per second and peak memory of ``steps`` steps after ``warmup`` (iterations placed mid-schedule, where
+    every hash level is active, so the figure is the steady state)."""
+    device = trainer.device
+    trainer.iteration = trainer.schedule.all_levels_at()
+    for _ in range(warmup):
+        trainer.step()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    s = trainer.settings
+    rate = steps / seconds
+    rendered, scanned = s.sampling.rendered_per_ray, s.sampling.scanned_per_ray
+    return {"steps": steps, "seconds": seconds, "it_per_s": rate, "rays_per_s": rate * s.rays_per_iter,
+            "samples_per_s": rate * s.rays_per_iter * rendered,
+            "sdf_evaluations_per_s": rate * s.rays_per_iter * (5 * rendered + scanned),
+            "samples_per_ray": rendered, "peak_bytes": torch.cuda.max_memory_allocated(device)
+            if device.type == "cuda" else None, "occupied_fraction": trainer.occupancy.fraction}
+
+
+def ratios(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
+    keys = ("it_per_s", "rays_per_s", "sdf_evaluations_per_s", "peak_bytes")
+    return {f"{k}_ours_over_baseline": ours[k] / base[k] for k in keys if ours.get(k) and base.get(k)}
+
+
+def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: int,
+                 baseline_steps: int) -> dict[str, Any]:
+    preset = get_preset(name)
+    plan = None
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        plan = plan_memory(preset, free, with_background=not dataset.use_alpha, device_name=str(device))
+    settings = build_settings(preset, scene_type="object", use_alpha=dataset.use_alpha,
+                              n_views=len(dataset.views), plan=plan, mixed_precision=device.type == "cuda")
+    result: dict[str, Any] = {"plan": plan.to_json() if plan else None, "iterations": settings.iterations,
+                              "rays_per_iter": settings.rays_per_iter,
+                              "hash_grid": {"log2_hashmap_size": settings.model.sdf.log2_hashmap_size,
+                                            "features_per_level": settings.model.sdf.features_per_level}}
+    trainer = Trainer(dataset, settings, device=device, image_budget=plan.image_cache_bytes if plan else 1 << 30)
+    try:
+        ours = measure(trainer, warmup, steps)
+        ours["expected_duration_s"] = settings.iterations / ours["it_per_s"]
+        if name in TARGET_SECONDS:
+            ours["expected_duration_over_target"] = ours["expected_duration_s"] / TARGET_SECONDS[name]
+        if plan is not None and ours["peak_bytes"]:
+            ours["peak_over_plan_estimate"] = ours["peak_bytes"] / plan.estimated_bytes
+        result["ours"] = ours
+        if device.type == "cuda":
+            trainer.model.sdf_field.encoding.implementation = "torch"
+            result["baseline_torch_encoding"] = _baseline(trainer, ours, baseline_steps)
+            trainer.model.sdf_field.encoding.implementation = "auto"
+    finally:
+        trainer.close()
+    del trainer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    recipe = dataclasses.replace(settings, sampling=RECIPE_SAMPLING)
+    trainer = Trainer(dataset, recipe, device=device, image_budget=plan.image_cache_bytes if plan else 1 << 30)
+    trainer.renderer.occupancy = None
+    try:
+        result["baseline_recipe_sampling"] = _baseline(trainer, result["ours"], baseline_steps)
+    finally:
+        trainer.close()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def _baseline(trainer: Trainer, ours: dict[str, Any], steps: int) -> dict[str, Any]:
+    try:
+        base = measure(trainer, 1, steps)
+    except torch.cuda.OutOfMemoryError as exc:
+        return {"error": f"out of memory: {exc}".splitlines()[0]}
+    base.update(ratios(ours, base))
+    return base
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=_bootstrap.REPO_ROOT / "examples" / "chair")
+    parser.add_argument("--presets", nargs="+", default=["preview", "standard", "high"])
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--baseline-steps", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="CPU, ci preset, a few steps: checks the script runs")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    presets = ["ci"] if args.smoke else args.presets
+    steps, warmup, baseline_steps = (3, 1, 2) if args.smoke else (args.steps, args.warmup, args.baseline_steps)
+    sphere = dataset_sphere(args.dataset, "object")
+    dataset = load_dataset(args.dataset, sphere=sphere, scene_type="object")
+    results = {}
+    for name in presets:
+        print(f"{name}: ...", flush=True)
+        results[name] = bench_preset(name, dataset, device, warmup, steps, baseline_steps)
+        ours = results[name]["ours"]
+        print(f"{name}: {ours['it_per_s']:.1f} it/s, {ours['rays_per_s'] / 1e3:.0f} k rays/s, "
+              f"{ours['sdf_evaluations_per_s'] / 1e6:.1f} M SDF evaluations/s, expected run "
+              f"{ours['expected_duration_s']:.0f} s", flush=True)
+    payload = {**CONTEXT, "benchmark": "training", "dataset": str(args.dataset), "photos": len(dataset.views),
+               "device_used": str(device), "settings": {"steps": steps, "warmup": warmup,
+                                                        "baseline_steps": baseline_steps},
+               "presets": results}
+    name = "training_" + (_bootstrap.gpu_slug(CONTEXT["device"]) if device.type == "cuda" else "cpu-smoke")
+    for path in _bootstrap.write_results(name, payload):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""GPU-only checks of the engine (skipped without CUDA): the same model on both devices, the plan's estimate, the
+delayed NaN guard. Run on the GPU machine with ``pytest tests/backend/test_training_gpu.py``."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from carrara.backend.data.dataset import load_dataset
+from carrara.backend.render.occupancy import OccupancyGrid
+from carrara.backend.render.rays import camera_rays
+from carrara.backend.render.renderer import Renderer
+from carrara.backend.train.memory_plan import plan_memory
+from carrara.backend.train.presets import preset
+from carrara.backend.train.settings import build_settings
+from carrara.backend.train.trainer import GUARD_EVERY_CUDA, Trainer
+from carrara.shared.sphere import BoundingSphere
+from engine_scenes import cached_scene
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    scene = cached_scene(tmp_path_factory)
+    return load_dataset(scene.folder, sphere=BoundingSphere(scene.sphere_center, scene.sphere_radius))
+
+
+def _trainer(dataset, name: str = "ci", device: str = "cuda", plan=None) -> Trainer:
+    settings = build_settings(preset(name), scene_type="object", use_alpha=True, n_views=len(dataset.views),
+                              plan=plan, mixed_precision=device == "cuda")
+    return Trainer(dataset, settings, device=device, image_budget=plan.image_cache_bytes if plan else 1 << 28)
+
+
+def test_the_trained_field_is_the_same_on_both_devices(dataset):
+    """Triton on CUDA and the PyTorch reference on the CPU give the same SDF and nearly the same render."""
+    gpu = _trainer(dataset)
+    for _ in range(30):
+        gpu.step()
+    gpu.prepare_for_extraction()
+    cpu_model = copy.deepcopy(gpu.model).cpu()
+    points = torch.rand(4096, 3) * 2 - 1
+    assert torch.allclose(gpu.model.sdf_fn()(points.cuda()).cpu(), cpu_model.sdf_fn()(points), atol=1e-5)
+    batch = gpu.validation_images.fixed_sample(256, 0)
+    origins, dirs = camera_rays(gpu.c2w[batch.view], gpu.intrinsics[batch.view], batch.pixels)
+    on_gpu = gpu.renderer.render_batches(origins, dirs, None, torch.ones_like(batch.rgb), 256).cpu()
+    grid = OccupancyGrid(gpu.occupancy.resolution, "cpu")
+    grid.load_state_dict(gpu.occupancy.state_dict())
+    on_cpu = Renderer(cpu_model, gpu.settings.sampling, grid).render_batches(origins.cpu(), dirs.cpu(), None,
+                                                                            torch.ones(256, 3), 256)
+    assert (on_gpu - on_cpu).abs().mean() < 2e-2          # bf16 colour MLP on the GPU, fp32 on the CPU
+
+
+@pytest.mark.parametrize("name", ["preview", "standard"])
+def test_measured_peak_memory_stays_within_the_plan(dataset, name):
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info()
+    plan = plan_memory(preset(name), free, with_background=False)
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    trainer = _trainer(dataset, name, plan=plan)
+    trainer.iteration = trainer.schedule.all_levels_at()
+    for _ in range(3):
+        trainer.step()
+    torch.cuda.synchronize()
+    photos = trainer.images.resident_bytes + trainer.validation_images.resident_bytes
+    assert torch.cuda.max_memory_allocated() - before <= plan.estimated_bytes + photos
+
+
+def test_the_delayed_guard_rolls_back_within_its_window(dataset):
+    trainer = _trainer(dataset)
+    for _ in range(GUARD_EVERY_CUDA):
+        trainer.step()
+    trainer.take_snapshot()
+    with torch.no_grad():
+        trainer.model.sdf_field.encoding.table.fill_(float("nan"))
+    rolled = [trainer.step().rolled_back for _ in range(GUARD_EVERY_CUDA)]
+    assert any(rolled) and trainer.lr_scale == 0.5
+    assert torch.isfinite(trainer.model.sdf_field.encoding.table).all()
