@@ -6,11 +6,15 @@ mask), and written as a COLMAP workspace (images/ + sparse/0) through the shared
 deliberately not the unit sphere at the origin, so normalisation is exercised. Ground truth: points sampled on
 Blender's evaluated mesh, with their normals, in world coordinates.
 
-``cached_scene`` renders once per test session (about 10 s) and every engine test module reuses it.
+``cached_scene`` renders once per test session (about 10 s) and every engine test module reuses it. Where bpy is
+missing (the GPU machine), ``CARRARA_ENGINE_SCENE`` names a folder rendered beforehand with
+``python tests/engine_scenes.py FOLDER``: the photos, the model and ``truth.npz`` travel, Blender does not.
 """
 from __future__ import annotations
 
 import math
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,7 +173,18 @@ def render_scene(folder: Path, *, views: int = 32, width: int = 64, height: int 
     rec = Reconstruction({1: Camera(1, "PINHOLE", width, height, np.array([fx, fy, cx, cy]))}, images, Points3D())
     write_model(rec, folder / "sparse" / "0")
     points, normals = _surface_samples(bpy, box, surface_samples, seed=1)
-    return SceneTruth(folder, SPHERE_CENTER.copy(), SPHERE_RADIUS, points, normals,
+    np.savez(folder / TRUTH_FILE, surface_points=points, surface_normals=normals, size=np.array([width, height]))
+    return _truth(folder)
+
+
+TRUTH_FILE = "truth.npz"
+
+
+def _truth(folder: Path) -> SceneTruth:
+    """The ground truth ``render_scene`` saved beside the photos (the box's pose is this module's constants)."""
+    saved = np.load(folder / TRUTH_FILE)
+    width, height = (int(v) for v in saved["size"])
+    return SceneTruth(folder, SPHERE_CENTER.copy(), SPHERE_RADIUS, saved["surface_points"], saved["surface_normals"],
                       SPHERE_CENTER + BOX_CENTER_UNIT * SPHERE_RADIUS, width, height)
 
 
@@ -179,5 +194,13 @@ _CACHE: dict[str, SceneTruth] = {}
 def cached_scene(tmp_path_factory) -> SceneTruth:
     """The rendered capture, made once per pytest session."""
     if "box" not in _CACHE:
-        _CACHE["box"] = render_scene(tmp_path_factory.mktemp("engine_scene"))
+        rendered = os.environ.get("CARRARA_ENGINE_SCENE")
+        if rendered and (Path(rendered) / TRUTH_FILE).is_file():
+            _CACHE["box"] = _truth(Path(rendered))
+        else:
+            _CACHE["box"] = render_scene(tmp_path_factory.mktemp("engine_scene"))
     return _CACHE["box"]
+
+
+if __name__ == "__main__":
+    render_scene(Path(sys.argv[1]))

@@ -1,0 +1,185 @@
+"""Quality against time on real data with ground truth (issue 4, 7c and 7d): held-out PSNR and, where a true mesh
+exists, Chamfer distance, after 1, 2, 5 ... minutes of training on the GPU.
+
+    python3 benchmarks/bench_quality.py --dataset benchmarks/data/bunny --truth benchmarks/data/bunny/bunny_meta.json
+    python3 benchmarks/bench_quality.py --dataset ../shared/data/instant_ngp_fox --name fox --minutes 1 2
+    python3 benchmarks/bench_quality.py --smoke        # here, on the CPU: the engine test scene, a few seconds
+
+One run per dataset, with the engine's own trainer and memory plan. Its iteration count is chosen so the schedule
+(coarse-to-fine, learning-rate decay) ends at the last time budget: a short calibration measures this GPU's rate
+first. At each budget the clock stops, a mesh is extracted at ``--resolution`` (no colours) and measured, and the
+clock runs on: the times are training time, the extraction time is reported apart.
+
+Figures per budget: held-out PSNR (the dataset's evenly spaced held-out photos); with ``--truth`` (render_bunny.py's
+bunny_meta.json) accuracy, completeness and Chamfer as fractions of the sphere radius (chamfer.py). Baselines of the
+same command: the untrained model (geometric initialisation, iteration 0), and for Chamfer the goal of 0.2 % of the
+radius within 5 minutes. Results: benchmarks/results/quality_<name>_<gpu>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import _bootstrap
+
+CONTEXT = _bootstrap.run_context()
+
+import torch  # noqa: E402  (after the bootstrap, like the carrara imports)
+
+from carrara.backend.data.dataset import dataset_sphere, load_dataset  # noqa: E402
+from carrara.backend.mesh.export import write_ply  # noqa: E402
+from carrara.backend.mesh.pipeline import build_mesh  # noqa: E402
+from carrara.backend.train.memory_plan import plan_memory  # noqa: E402
+from carrara.backend.train.presets import preset as get_preset  # noqa: E402
+from carrara.backend.train.settings import build_settings  # noqa: E402
+from carrara.backend.train.trainer import Trainer  # noqa: E402
+from carrara.shared.sphere import BoundingSphere  # noqa: E402
+from chamfer import chamfer_against_meta  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+CHAMFER_GOAL = 0.002            # of the radius, within GOAL_MINUTES on one H100 (issue 4)
+GOAL_MINUTES = 5.0
+CALIBRATION_STEPS = 40
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _sphere(dataset_path: Path, truth: dict[str, Any] | None, scene_type: str) -> BoundingSphere:
+    if truth is not None:
+        return BoundingSphere(truth["sphere"]["center"], truth["sphere"]["radius"])
+    return dataset_sphere(dataset_path, scene_type)
+
+
+def _settings(preset_name: str, dataset, device: torch.device, scene_type: str, iterations: int | None):
+    preset = get_preset(preset_name)
+    plan = None
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        plan = plan_memory(preset, free, with_background=not dataset.use_alpha and scene_type != "indoor",
+                           device_name=str(device))
+    settings = build_settings(preset, scene_type=scene_type, use_alpha=dataset.use_alpha, n_views=len(dataset.views),
+                              plan=plan, iterations=iterations, mixed_precision=device.type == "cuda")
+    return settings, plan
+
+
+def calibrate(dataset, settings, plan, device: torch.device, steps: int) -> float:
+    """Iterations per second of this preset on this GPU, mid-schedule (every level active)."""
+    trainer = Trainer(dataset, settings, device=device, image_budget=plan.image_cache_bytes if plan else 1 << 30)
+    try:
+        trainer.iteration = trainer.schedule.all_levels_at()
+        for _ in range(5):
+            trainer.step()
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.step()
+        _sync(device)
+        return steps / (time.perf_counter() - start)
+    finally:
+        trainer.close()
+
+
+def evaluate(trainer: Trainer, resolution: int, truth_path: Path | None, work: Path) -> dict[str, Any]:
+    """Held-out PSNR and (with a true mesh) Chamfer of the model as it is now; the time it took is apart."""
+    started = time.perf_counter()
+    psnr = trainer.validate()
+    trainer.prepare_for_extraction()
+    mesh = build_mesh(trainer.model.sdf_fn(), None, resolution, device=trainer.device,
+                      to_world=trainer.dataset.normalization.to_world_affine, vertex_colors=False)
+    entry: dict[str, Any] = {"iteration": trainer.iteration, "psnr_held_out": psnr, "faces": mesh.face_count}
+    if truth_path is not None and mesh.face_count:
+        path = work / f"mesh_{trainer.iteration:07d}.ply"
+        write_ply(mesh, path)
+        measured = chamfer_against_meta(path, truth_path)
+        entry.update({k: measured[k] for k in ("accuracy", "completeness", "chamfer", "accuracy_median",
+                                               "completeness_median", "ignored_pred_fraction",
+                                               "ignored_gt_fraction")})
+    entry["evaluation_seconds"] = time.perf_counter() - started
+    return entry
+
+
+def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    truth = json.loads(args.truth.read_text()) if args.truth else None
+    sphere = _sphere(args.dataset, truth, args.scene_type)
+    dataset = load_dataset(args.dataset, sphere=sphere, scene_type=args.scene_type)
+    budgets_s = sorted(m * 60.0 for m in args.minutes)
+    settings, plan = _settings(args.preset, dataset, device, args.scene_type, None)
+    rate = calibrate(dataset, settings, plan, device, args.calibration_steps)
+    iterations = max(10, int(rate * budgets_s[-1]))
+    print(f"calibration: {rate:.1f} it/s; {iterations} iterations laid over {budgets_s[-1]:.0f} s", flush=True)
+    settings, plan = _settings(args.preset, dataset, device, args.scene_type, iterations)
+    trainer = Trainer(dataset, settings, device=device, image_budget=plan.image_cache_bytes if plan else 1 << 30)
+    work = Path(tempfile.mkdtemp(prefix="carrara-quality-"))
+    points: list[dict[str, Any]] = []
+    try:
+        initial = evaluate(trainer, args.resolution, args.truth, work)
+        print(f"untrained: PSNR {initial['psnr_held_out']:.2f} dB, chamfer {initial.get('chamfer')}", flush=True)
+        trained_s = 0.0
+        for budget in budgets_s:
+            _sync(device)
+            start = time.perf_counter()
+            while trainer.iteration < settings.iterations and trained_s + time.perf_counter() - start < budget:
+                trainer.step()
+                if trainer.iteration % 32 == 0:
+                    _sync(device)
+            _sync(device)
+            trained_s += time.perf_counter() - start
+            entry = {"minutes": budget / 60.0, "training_seconds": trained_s,
+                     **evaluate(trainer, args.resolution, args.truth, work)}
+            if "chamfer" in entry and "chamfer" in initial:
+                entry["chamfer_over_untrained"] = entry["chamfer"] / initial["chamfer"]
+                entry["chamfer_over_goal"] = entry["chamfer"] / CHAMFER_GOAL
+            entry["psnr_gain_over_untrained_db"] = entry["psnr_held_out"] - initial["psnr_held_out"]
+            points.append(entry)
+            print(f"{entry['minutes']:.1f} min (iteration {entry['iteration']}): PSNR {entry['psnr_held_out']:.2f} dB"
+                  + (f", chamfer {entry['chamfer'] * 100:.3f} % of r (accuracy {entry['accuracy'] * 100:.3f}, "
+                     f"completeness {entry['completeness'] * 100:.3f})" if "chamfer" in entry else ""), flush=True)
+    finally:
+        trainer.close()
+    result: dict[str, Any] = {
+        "dataset": str(args.dataset), "photos": len(dataset.views), "held_out_photos": len(dataset.validation),
+        "use_alpha": dataset.use_alpha, "preset": args.preset, "scene_type": args.scene_type,
+        "calibrated_it_per_s": rate, "iterations": iterations, "rays_per_iter": settings.rays_per_iter,
+        "plan": plan.to_json() if plan else None, "mesh_resolution": args.resolution,
+        "baseline_untrained": initial, "points": points,
+    }
+    if args.truth:
+        within = [p for p in points if p["minutes"] <= GOAL_MINUTES and "chamfer" in p]
+        result["goal"] = {"chamfer_fraction_of_radius": CHAMFER_GOAL, "minutes": GOAL_MINUTES,
+                          "met": bool(within) and min(p["chamfer"] for p in within) <= CHAMFER_GOAL}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=_bootstrap.REPO_ROOT / "benchmarks" / "data" / "bunny")
+    parser.add_argument("--truth", type=Path, default=None, help="bunny_meta.json of render_bunny.py")
+    parser.add_argument("--name", default="bunny", help="the result's name: quality_<name>_<gpu>.json")
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5, 10])
+    parser.add_argument("--preset", default="standard")
+    parser.add_argument("--scene-type", default="object", choices=("object", "indoor", "outdoor"))
+    parser.add_argument("--resolution", type=int, default=512, help="marching-cubes cells across the sphere")
+    parser.add_argument("--calibration-steps", type=int, default=CALIBRATION_STEPS)
+    parser.add_argument("--smoke", action="store_true", help="CPU, the ci preset, seconds: checks the script runs")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    if args.smoke:
+        args.preset, args.minutes, args.resolution, args.calibration_steps = "ci", [0.05, 0.1], 48, 3
+    elif device.type != "cuda":
+        raise SystemExit("bench_quality.py needs a CUDA GPU (use --smoke to check the script on the CPU)")
+    torch.set_float32_matmul_precision("high")
+    payload = {**CONTEXT, "benchmark": "quality", "name": args.name, **run(args, device)}
+    name = f"quality_{args.name}_" + (_bootstrap.gpu_slug(CONTEXT["device"]) if device.type == "cuda"
+                                      else "cpu-smoke")
+    for path in _bootstrap.write_results(name, payload):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
