@@ -88,6 +88,7 @@ def run_loop(args: argparse.Namespace) -> dict[str, Any]:
         deadline = pressed + args.timeout
         final = None
         pending: deque[tuple[float, p.Message]] = deque()
+        last_said = -10.0
         while final is None and time.monotonic() < deadline:
             polled = time.monotonic()
             pending.extend((polled, m) for m in connection.poll(0.01))
@@ -96,6 +97,10 @@ def run_loop(args: argparse.Namespace) -> dict[str, Any]:
                 if message.type != p.MessageType.EVENT or message.job_id != job_id:
                     continue
                 kind, now = message.body["event"], received - pressed
+                if kind != p.EventKind.PROGRESS or now - last_said >= 5.0:
+                    last_said = now
+                    print(f"{now:7.2f} s  {kind}: { {k: v for k, v in message.body.items() if k != 'event'} }",
+                          flush=True)
                 if kind == p.EventKind.PROGRESS:
                     times.setdefault("first_progress_s", now)
                 elif kind == p.EventKind.LOG and message.body["line"].startswith("extracting the final mesh"):
@@ -124,6 +129,8 @@ def run_loop(args: argparse.Namespace) -> dict[str, Any]:
         connection.close()
         server.terminate()
         server.wait(60)
+        for log in (work / "workspace" / "jobs").glob("*/log.txt"):
+            print(f"--- the job's log ({log}):\n{log.read_text()}", flush=True)
     result: dict[str, Any] = {"dataset": str(args.dataset), "preset": args.preset, "backend": welcome.get(
         "capabilities"), "settings": {k: config[k] for k in config if k != "dataset"}, "times": times,
         "meshes": meshes}

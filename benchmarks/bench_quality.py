@@ -28,21 +28,25 @@ import _bootstrap
 
 CONTEXT = _bootstrap.run_context()
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402  (after the bootstrap, like the carrara imports)
 
 from carrara.backend.data.dataset import dataset_sphere, load_dataset  # noqa: E402
 from carrara.backend.mesh.export import write_ply  # noqa: E402
 from carrara.backend.mesh.pipeline import build_mesh  # noqa: E402
+from carrara.backend.mesh.simplify import decimate  # noqa: E402
 from carrara.backend.train.memory_plan import plan_memory  # noqa: E402
 from carrara.backend.train.presets import preset as get_preset  # noqa: E402
 from carrara.backend.train.settings import build_settings  # noqa: E402
 from carrara.backend.train.trainer import Trainer  # noqa: E402
+from carrara.shared.mesh_data import MeshData  # noqa: E402
 from carrara.shared.sphere import BoundingSphere  # noqa: E402
 from chamfer import chamfer_against_meta  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 CHAMFER_GOAL = 0.002            # of the radius, within GOAL_MINUTES on one H100 (issue 4)
 GOAL_MINUTES = 5.0
 CALIBRATION_STEPS = 40
+KEPT_FACES = 300_000
 
 
 def _sync(device: torch.device) -> None:
@@ -85,8 +89,10 @@ def calibrate(dataset, settings, plan, device: torch.device, steps: int) -> floa
         trainer.close()
 
 
-def evaluate(trainer: Trainer, resolution: int, truth_path: Path | None, work: Path) -> dict[str, Any]:
-    """Held-out PSNR and (with a true mesh) Chamfer of the model as it is now; the time it took is apart."""
+def evaluate(trainer: Trainer, resolution: int, truth_path: Path | None, work: Path,
+             keep: Path | None = None) -> dict[str, Any]:
+    """Held-out PSNR and (with a true mesh) Chamfer of the model as it is now; the time it took is apart.
+    ``keep``: a folder for a decimated copy of the mesh (KEPT_FACES), to look at where its errors lie."""
     started = time.perf_counter()
     psnr = trainer.validate()
     trainer.prepare_for_extraction()
@@ -101,6 +107,9 @@ def evaluate(trainer: Trainer, resolution: int, truth_path: Path | None, work: P
                                                "completeness_median", "ignored_pred_fraction",
                                                "ignored_gt_fraction")})
     entry["evaluation_seconds"] = time.perf_counter() - started
+    if keep is not None and mesh.face_count:
+        vertices, faces = decimate(mesh.vertices, mesh.faces, KEPT_FACES)
+        write_ply(MeshData(vertices, faces.astype(np.int32)), keep / f"mesh_{trainer.iteration:07d}.ply")
     return entry
 
 
@@ -131,7 +140,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
             _sync(device)
             trained_s += time.perf_counter() - start
             entry = {"minutes": budget / 60.0, "training_seconds": trained_s,
-                     **evaluate(trainer, args.resolution, args.truth, work)}
+                     **evaluate(trainer, args.resolution, args.truth, work, args.keep_meshes)}
             if "chamfer" in entry and "chamfer" in initial:
                 entry["chamfer_over_untrained"] = entry["chamfer"] / initial["chamfer"]
                 entry["chamfer_over_goal"] = entry["chamfer"] / CHAMFER_GOAL
@@ -166,6 +175,8 @@ def main() -> None:
     parser.add_argument("--scene-type", default="object", choices=("object", "indoor", "outdoor"))
     parser.add_argument("--resolution", type=int, default=512, help="marching-cubes cells across the sphere")
     parser.add_argument("--calibration-steps", type=int, default=CALIBRATION_STEPS)
+    parser.add_argument("--keep-meshes", type=Path, default=None,
+                        help=f"folder for each evaluated mesh, decimated to {KEPT_FACES:,} faces")
     parser.add_argument("--smoke", action="store_true", help="CPU, the ci preset, seconds: checks the script runs")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
