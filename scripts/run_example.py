@@ -46,8 +46,8 @@ def main() -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    import addon_utils
     import bpy
+    import addon_utils      # importable once bpy has put Blender's own modules on the path
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     addon_utils.enable("carrara", default_set=True, handle_error=lambda exc: (_ for _ in ()).throw(exc))
@@ -91,18 +91,17 @@ def main() -> int:
     started = time.monotonic()
     if bpy.ops.carrara.reconstruct() != {"FINISHED"}:
         return 1
-    run_name = scene.carrara.runs[-1].name
+    run_index = len(scene.carrara.runs) - 1     # its name changes (request id, upload, job id): keep its place
 
     def run():
-        return next(r for r in scene.carrara.runs if r.name == run_name or r.job_id == run_name)
+        return scene.carrara.runs[run_index]
 
     previews: list[str] = []
     last_line = ""
 
     def delivered() -> bool:
-        nonlocal last_line, run_name
+        nonlocal last_line
         current = run()
-        run_name = current.job_id or current.name
         if current.preview_artifact and current.preview_artifact not in previews:
             previews.append(current.preview_artifact)
             _say(f"preview {len(previews)} in the scene after {time.monotonic() - started:.1f} s "
@@ -111,7 +110,9 @@ def main() -> int:
         if line != last_line and current.iteration % 50 == 0:
             last_line = line
             _say(f"{line} loss {current.loss:.4f} psnr {current.psnr:.2f} dB")
-        return bool(current.final_object) or current.state in ("failed", "cancelled", "missing")
+        # The files are written after the final mesh is sent: the job is done once it says "finished".
+        return (bool(current.final_object) and current.state == "finished") or \
+            current.state in ("failed", "cancelled", "missing")
 
     pump.process_pending(args.timeout, until=delivered)
     current = run()
