@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Sequence
 
 import numpy as np
@@ -43,8 +44,14 @@ def build_mesh(sdf_fn: SdfFn, color_fn: ColorFn | None, resolution: int, *, devi
                remove_floaters: bool = True, floater_fraction: float = DEFAULT_FLOATER_FRACTION,
                decimate_faces: int = 0, vertex_colors: bool = True, texture_size: int = 0,
                block_res: int = DEFAULT_BLOCK_RES, bounds: tuple[Sequence[float], Sequence[float]] | None = None,
-               lipschitz: float | None = 1.5, eval_batch: int | None = None) -> MeshData:
-    """A mesh of the SDF's zero set inside the unit sphere, in world coordinates, with the asked-for extras."""
+               lipschitz: float | None = 1.5, eval_batch: int | None = None,
+               timings: dict[str, float] | None = None) -> MeshData:
+    """A mesh of the SDF's zero set inside the unit sphere, in world coordinates, with the asked-for extras.
+
+    ``timings``, when given, receives the seconds each step took (surface, cleanup, decimation, colours, atlas,
+    bake) and the face count the surface had before cleanup, so a slow asset says where its time went.
+    """
+    stage = _Stages(device, timings)
     scale, offset = _world_transform(to_world)
     if color_fn is None and (vertex_colors or texture_size):
         raise ValueError("vertex_colors and texture_size need a color_fn; pass vertex_colors=False, texture_size=0 "
@@ -55,30 +62,55 @@ def build_mesh(sdf_fn: SdfFn, color_fn: ColorFn | None, resolution: int, *, devi
     batch = eval_batch or default_batch(device)
     surface = extract_surface(sdf_fn, resolution, device=device, block_res=block_res, bounds=bounds,
                               lipschitz=lipschitz, eval_batch=batch)
+    stage("surface", faces_extracted=int(surface.faces.shape[0]))
     vertices, faces = remove_degenerate_faces(surface.vertices, surface.faces)
     if remove_floaters:
         vertices, faces = remove_small_components(vertices, faces, floater_fraction)
+    stage("cleanup")
     if decimate_faces and faces.shape[0] > decimate_faces:
         from .simplify import decimate
 
         v, f = decimate(vertices.cpu().numpy(), faces.cpu().numpy(), decimate_faces)
         vertices, faces = remove_degenerate_faces(torch.from_numpy(v).to(device), torch.from_numpy(f).to(device))
+        stage("decimation")
     colors = uv = png = None
     if faces.shape[0] and color_fn is not None:
         # Half a cell: at resolution 2048 that is the finest hash-grid cell, the step the normals were trained with.
         normals = surface_normals(sdf_fn, vertices, faces, step=1.0 / resolution, batch=batch)
         if vertex_colors:
             colors = colors_at(color_fn, vertices, normals, batch).cpu().numpy()
+        stage("colours")
         if texture_size:
             from .texture import bake_texture, uv_atlas
 
             uv = uv_atlas(vertices.cpu().numpy(), faces.cpu().numpy(), texture_size)
+            stage("atlas")
             png = bake_texture(vertices, faces, normals, torch.from_numpy(uv), color_fn, texture_size, batch)
+            stage("bake")
     world = (vertices.double() * scale + torch.tensor(offset, dtype=torch.float64, device=device)).float()
     mesh = MeshData(vertices=world.cpu().numpy(), faces=faces.cpu().numpy().astype(np.int32), vertex_colors=colors,
                     uv=uv, texture_png=png)
     mesh.validate("extracted mesh")
     return mesh
+
+
+class _Stages:
+    """Seconds per step of ``build_mesh`` into a caller's dict (GPU work synchronised first); a no-op without one."""
+
+    def __init__(self, device: torch.device | str, timings: dict[str, float] | None):
+        self.cuda = torch.device(device).type == "cuda"
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def __call__(self, name: str, **counts: int) -> None:
+        if self.timings is None:
+            return
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.timings[name] = now - self.last
+        self.timings.update(counts)
+        self.last = now
 
 
 def _world_transform(to_world: tuple[float, Sequence[float]]) -> tuple[float, tuple[float, float, float]]:
