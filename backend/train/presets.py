@@ -2,7 +2,8 @@
 
 The hash-table size, features per level and rays per iteration below are the most a preset asks for: the memory
 plan (``memory_plan.py``) may lower them to fit the GPU. Iteration counts are set so that, on one H100, ``preview``
-takes about a minute and ``standard`` about ten (see ``benchmarks/bench_training.py`` for the measured rate);
+takes about a minute and ``standard`` about ten (``benchmarks/bench_training.py`` measured 40 and 19.5 it/s on an
+H200: 50 s and, at the 15,000 iterations ``standard`` had before, 12.8 minutes, so it now runs 11,000);
 ``high`` runs until validation PSNR stops improving, with its iteration count as the ceiling that its schedule is
 laid out over. ``ci`` is tiny, for tests on a CPU.
 
@@ -112,7 +113,7 @@ PRESET_TABLE: dict[str, Preset] = {
         sampling=SamplingConfig(n_uniform=16, n_guided=32, n_fine=16, fine_rounds=2, n_background=16),
         occupancy_resolution=64, validate_every=250, checkpoint_every=1000),
     "standard": Preset(
-        name="standard", iterations=15000, rays_per_iter=4096, log2_hashmap_size=21, features_per_level=8,
+        name="standard", iterations=11000, rays_per_iter=4096, log2_hashmap_size=21, features_per_level=8,
         sampling=SamplingConfig(n_uniform=16, n_guided=32, n_fine=16, fine_rounds=3, n_background=32),
         validate_every=1000, checkpoint_every=2500),
     "high": Preset(
