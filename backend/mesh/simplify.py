@@ -3,10 +3,21 @@
 A resolution-2048 extraction has tens of millions of faces (Neuralangelo users report 35 M); an artist wants a
 budget. Colours are not carried through the collapse: the pipeline evaluates the colour field at the decimated
 vertices afterwards, which is exact where a transfer would blur.
+
+Meshes of more than LARGE_MESH_FACES faces are decimated with aggressiveness 9 instead of the library's 7: its
+collapse threshold grows faster per pass, so fewer passes reach the budget. Measured here (one core, a 21 M-face
+resolution-2048 extraction of spheres, a torus and a ripple, down to 500 k faces): 63 s at 7, 30 s at 9, 27 s at
+10, with the same distance of face centroids to the true surface (max 3.2e-4, mean 1.9e-5, 99th percentile 9.4e-5
+of the unit sphere) at all three. Small meshes keep 7: they take under a second, and at 160x reductions (80 k faces
+to 500) 9 left vertices 25 % farther from the surface.
 """
 from __future__ import annotations
 
 import numpy as np
+
+LARGE_MESH_FACES = 2_000_000
+DEFAULT_AGGRESSIVENESS = 7
+LARGE_MESH_AGGRESSIVENESS = 9
 
 
 def decimate(vertices: np.ndarray, faces: np.ndarray, face_budget: int) -> tuple[np.ndarray, np.ndarray]:
@@ -18,7 +29,9 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, face_budget: int) -> tuple
     import fast_simplification   # imported here: the extraction path does not need it (nor the GPU machine)
 
     points, new_faces = fast_simplification.simplify(np.asarray(vertices, np.float64), np.asarray(faces, np.int64),
-                                                     target_count=int(face_budget))
+                                                     target_count=int(face_budget),
+                                                     agg=LARGE_MESH_AGGRESSIVENESS if len(faces) > LARGE_MESH_FACES
+                                                     else DEFAULT_AGGRESSIVENESS)
     new_faces = np.asarray(new_faces, np.int64)
     if len(new_faces) > face_budget:
         raise RuntimeError(f"decimation left {len(new_faces)} faces, more than the budget of {face_budget}")

@@ -48,3 +48,14 @@ def test_mesh_within_budget_is_returned_unchanged(dense):
 def test_bad_budget_is_refused(dense, budget):
     with pytest.raises(ValueError, match="decimate_faces"):
         decimate(*dense, budget)
+
+
+def test_large_meshes_take_the_faster_setting_and_keep_the_shape(dense, monkeypatch):
+    from carrara.backend.mesh import simplify
+    vertices, faces = dense
+    reference = decimate(vertices, faces, 8_000)
+    monkeypatch.setattr(simplify, "LARGE_MESH_FACES", len(faces) - 1)      # this mesh now counts as large
+    v, f = decimate(vertices, faces, 8_000)
+    assert 7_200 <= len(f) <= 8_000 and not np.array_equal(f, reference[1])
+    assert np.abs(torus(torch.from_numpy(v)).numpy()).max() < 0.01
+    assert topology_report(v, f).boundary_edges == 0
