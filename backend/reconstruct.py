@@ -107,6 +107,10 @@ def _run(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device_na
     if resumed is not None:
         settings = TrainSettings.from_json(resumed[1]["settings"])
         plan = plan_for(settings.preset, device, with_background=with_background, resumed=settings)
+        if config.iterations is not None and config.iterations != settings.iterations:
+            say(f"the run resumes with its own {settings.iterations} iterations, not the {config.iterations} asked "
+                "for: its schedules are laid out over them (start a new run folder to train another length)",
+                "warning")
     else:
         plan = plan_for(config.preset, device, with_background=with_background)
         settings = build_settings(get_preset(config.preset), scene_type=config.scene_type,

@@ -3,8 +3,9 @@
 Run as ``torchrun --nproc_per_node N -m carrara.backend train ...``; with WORLD_SIZE unset (or 1) nothing here does
 anything. Gradients are all-reduced by hand after ``backward`` instead of wrapping the model in DDP, because the
 renderer calls the fields several times per step (up-sampling scans, taps, colour, background) and DDP expects one
-forward per step. Only rank 0 writes checkpoints, previews and progress. This path is not exercised by the tests
-(they have no second GPU); WORLD_SIZE=1 runs the same code as a single process.
+forward per step. Only rank 0 writes checkpoints, previews and progress. The tests run this path on the CPU with
+two gloo processes (``tests/backend/test_training_distributed.py``); WORLD_SIZE=1 runs the same code as a single
+process.
 """
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from ...shared.mesh_data import MeshData
 from ..reconstruct import asset_mesh, load_trained_model, resolve_device, run_reconstruction
 from ..server.kinds import JobFailed
 from .checkpoint import CheckpointError, list_checkpoints
+from .distributed import Distributed
 from .presets import preset as get_preset
 
 BAR_WIDTH = 24
@@ -106,7 +107,9 @@ def train_from_cli(args: argparse.Namespace) -> int:
                                mesh_resolution=preset.cli_mesh_resolution, texture_size=preset.cli_texture_size)
     config.validate()
     reporter = TerminalReporter(run_dir / "log.txt")
-    reporter.log(f"bounding sphere: centre {[round(v, 6) for v in sphere.center.tolist()]}, radius {sphere.radius:.6g}")
+    if Distributed.from_env().is_main:          # under torchrun every rank runs this; one says it
+        reporter.log(f"bounding sphere: centre {[round(v, 6) for v in sphere.center.tolist()]}, "
+                     f"radius {sphere.radius:.6g}")
 
     def on_interrupt(signum, frame) -> None:
         reporter.request_stop()
