@@ -268,3 +268,39 @@ def test_an_address_in_use_is_reported(tmp_path, capsys):
     with ServerThread(tmp_path / "first") as first:
         assert Server(first.address, tmp_path / "second").run() == 2
     assert f"cannot bind {first.address}" in capsys.readouterr().err
+
+
+def test_extract_delivers_the_asset_again_from_a_reconstructions_checkpoint(tmp_path, tmp_path_factory):
+    from engine_scenes import cached_scene
+    scene = cached_scene(tmp_path_factory)
+    with ServerThread(tmp_path / "workspace") as server:
+        connection = _connect(server.address)
+        config = {"dataset": {"path": str(scene.folder)}, "sphere_center": scene.sphere_center.tolist(),
+                  "sphere_radius": scene.sphere_radius, "preset": "ci", "iterations": 20, "device": "cpu",
+                  "preview_every_s": 0.0, "mesh_resolution": 32, "texture": False, "export_formats": ["ply"]}
+        source = connection.call(p.MessageType.SUBMIT, {"kind": "reconstruct", "config": config}).job_id
+        connection.attach(source)
+        _wait_events(connection, source, _state_is("finished", "failed"), 300)
+
+        again = {"source_job_id": source, "device": "cpu", "mesh_resolution": 48, "texture": True,
+                 "texture_size": 64, "export_formats": ["glb"]}
+        job_id = connection.call(p.MessageType.SUBMIT, {"kind": "extract", "config": again}).job_id
+        connection.attach(job_id)
+        events = _wait_events(connection, job_id, _state_is("finished", "failed"), 300)
+        assert events[-1]["state"] == "finished", events[-6:]
+        finals = [e["artifact"] for e in events if e["event"] == "final_mesh"]
+        assert len(finals) == 1 and finals[0]["iteration"] == 20 and finals[0]["stats"]["textured"]
+        assert any(e["event"] == "artifact" and e["artifact"]["kind"] == "glb" for e in events)
+        assert any(line.startswith("final mesh:") for line in _logs(events))
+
+        (tmp_path / "empty").mkdir()          # a reconstruction that fails before its first checkpoint
+        broken = connection.call(p.MessageType.SUBMIT, {"kind": "reconstruct", "config": {
+            **config, "dataset": {"path": str(tmp_path / "empty")}}}).job_id
+        connection.attach(broken)
+        _wait_events(connection, broken, _state_is("finished", "failed"), 60)
+        job_id = connection.call(p.MessageType.SUBMIT, {"kind": "extract", "config": {
+            **again, "source_job_id": broken}}).job_id
+        connection.attach(job_id)
+        events = _wait_events(connection, job_id, _state_is("finished", "failed"), 60)
+        errors = [e["message"] for e in events if e["event"] == "error"]
+        assert events[-1]["state"] == "failed" and f"job {broken} has no checkpoint to extract from" in errors[0]
