@@ -74,7 +74,7 @@ def run_loop(args: argparse.Namespace) -> dict[str, Any]:
         connection.open()
         connection.wait_connected(120)
         welcome = connection.welcome
-        sphere = _chair_sphere(args.dataset)
+        sphere = _estimated_sphere(args.dataset)
         config = {"dataset": {"path": str(args.dataset.resolve())}, "sphere_center": sphere[0],
                   "sphere_radius": sphere[1], "preset": args.preset, "preview_every_s": args.preview_every_s,
                   "preview_resolution": args.preview_resolution, "mesh_resolution": args.resolution,
@@ -143,7 +143,7 @@ def run_loop(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _chair_sphere(dataset: Path) -> tuple[list[float], float]:
+def _estimated_sphere(dataset: Path) -> tuple[list[float], float]:
     """The sphere the add-on would estimate on import (the same shared rule the backend's CLI uses)."""
     from carrara.backend.data.dataset import dataset_sphere
 
