@@ -31,7 +31,12 @@ def mesh_datablock_from_data(name: str, data: MeshData) -> bpy.types.Mesh:
     mesh.loops.add(3 * n_faces)
     mesh.polygons.add(n_faces)
     mesh.attributes["position"].data.foreach_set("vector", np.ascontiguousarray(data.vertices, np.float32).ravel())
-    mesh.attributes[".corner_vert"].data.foreach_set("value", np.ascontiguousarray(data.faces, np.int32).ravel())
+    corners = np.ascontiguousarray(data.faces, np.int32).ravel()
+    corner_vert = mesh.attributes.get(".corner_vert")      # the loops' storage since Blender 3.6; checked, not assumed
+    if corner_vert is not None:
+        corner_vert.data.foreach_set("value", corners)
+    else:
+        mesh.loops.foreach_set("vertex_index", corners)
     mesh.polygons.foreach_set("loop_start", np.arange(0, 3 * n_faces, 3, dtype=np.int32))
     if data.vertex_colors is not None:
         colors = mesh.color_attributes.new(COLOR_ATTRIBUTE, "BYTE_COLOR", "POINT")
