@@ -17,7 +17,7 @@ import torch
 from ..shared.jobs import AssetSettings, ExtractConfig, ReconstructConfig, config_to_json
 from ..shared.mesh_data import MeshData
 from ..shared.sphere import BoundingSphere
-from .data.dataset import DatasetError, load_dataset
+from .data.dataset import DatasetError, PosedDataset, load_dataset
 from .data.images import default_host_budget
 from .data.normalization import SphereNormalization
 from .mesh.export import write_glb, write_ply
@@ -59,6 +59,21 @@ def plan_for(preset_name: str, device: torch.device, *, with_background: bool,
     grid = resumed.model.sdf
     return fixed_plan(preset, free, grid.log2_hashmap_size, grid.features_per_level, resumed.rays_per_iter,
                       with_background=with_background, device_name=where)
+
+
+def _with_background(dataset: PosedDataset, scene_type: str) -> bool:
+    """Whether the run trains the NeRF++ background (as ``build_settings`` decides), which the plan must budget."""
+    return not dataset.use_alpha and scene_type != "indoor"
+
+
+def new_run_settings(preset_name: str, dataset: PosedDataset, scene_type: str, device: torch.device,
+                     iterations: int | None = None) -> tuple[TrainSettings, MemoryPlan | None]:
+    """A new run's settings: the preset for this dataset and scene type, fitted to the GPU's free memory now."""
+    plan = plan_for(preset_name, device, with_background=_with_background(dataset, scene_type))
+    settings = build_settings(get_preset(preset_name), scene_type=scene_type, use_alpha=dataset.use_alpha,
+                              n_views=len(dataset.views), plan=plan, iterations=iterations,
+                              mixed_precision=device.type == "cuda")
+    return settings, plan
 
 
 @dataclass
@@ -103,19 +118,16 @@ def _run(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device_na
     say(f"{len(dataset.train)} photos train, {len(dataset.validation)} validate "
         f"({'held out' if dataset.validation_held_out else 'training photos'})"
         f"{', alpha used as mask' if dataset.use_alpha else ''}; device {device}")
-    with_background = not dataset.use_alpha and config.scene_type != "indoor"
     if resumed is not None:
         settings = TrainSettings.from_json(resumed[1]["settings"])
-        plan = plan_for(settings.preset, device, with_background=with_background, resumed=settings)
+        plan = plan_for(settings.preset, device, with_background=_with_background(dataset, config.scene_type),
+                        resumed=settings)
         if config.iterations is not None and config.iterations != settings.iterations:
             say(f"the run resumes with its own {settings.iterations} iterations, not the {config.iterations} asked "
                 "for: its schedules are laid out over them (start a new run folder to train another length)",
                 "warning")
     else:
-        plan = plan_for(config.preset, device, with_background=with_background)
-        settings = build_settings(get_preset(config.preset), scene_type=config.scene_type,
-                                  use_alpha=dataset.use_alpha, n_views=len(dataset.views), plan=plan,
-                                  iterations=config.iterations, mixed_precision=device.type == "cuda")
+        settings, plan = new_run_settings(config.preset, dataset, config.scene_type, device, config.iterations)
     if plan is not None:
         say(f"memory plan: {plan.describe()}")
     image_budget = plan.image_cache_bytes if plan else (default_host_budget() if device.type == "cpu" else 0)

@@ -73,6 +73,14 @@ def device_description() -> dict[str, Any]:
     return info
 
 
+def cuda_sync(device: Any) -> None:
+    """Wait for the GPU's queued work before reading a clock (nothing to wait for on the CPU)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def gpu_slug(device: dict[str, Any]) -> str:
     """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3', for result file names."""
     return re.sub(r"[^a-z0-9]+", "-", (device.get("gpu") or "cpu").lower()).strip("-")

@@ -35,9 +35,7 @@ from carrara.backend.data.dataset import dataset_sphere, load_dataset  # noqa: E
 from carrara.backend.mesh.export import write_ply  # noqa: E402
 from carrara.backend.mesh.pipeline import build_mesh  # noqa: E402
 from carrara.backend.mesh.simplify import decimate  # noqa: E402
-from carrara.backend.train.memory_plan import plan_memory  # noqa: E402
-from carrara.backend.train.presets import preset as get_preset  # noqa: E402
-from carrara.backend.train.settings import build_settings  # noqa: E402
+from carrara.backend.reconstruct import new_run_settings  # noqa: E402
 from carrara.backend.train.trainer import Trainer  # noqa: E402
 from carrara.shared.mesh_data import MeshData  # noqa: E402
 from carrara.shared.sphere import BoundingSphere  # noqa: E402
@@ -49,27 +47,10 @@ CALIBRATION_STEPS = 40
 KEPT_FACES = 300_000
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _sphere(dataset_path: Path, truth: dict[str, Any] | None, scene_type: str) -> BoundingSphere:
     if truth is not None:
         return BoundingSphere(truth["sphere"]["center"], truth["sphere"]["radius"])
     return dataset_sphere(dataset_path, scene_type)
-
-
-def _settings(preset_name: str, dataset, device: torch.device, scene_type: str, iterations: int | None):
-    preset = get_preset(preset_name)
-    plan = None
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        plan = plan_memory(preset, free, with_background=not dataset.use_alpha and scene_type != "indoor",
-                           device_name=str(device))
-    settings = build_settings(preset, scene_type=scene_type, use_alpha=dataset.use_alpha, n_views=len(dataset.views),
-                              plan=plan, iterations=iterations, mixed_precision=device.type == "cuda")
-    return settings, plan
 
 
 def calibrate(dataset, settings, plan, device: torch.device, steps: int) -> float:
@@ -79,11 +60,11 @@ def calibrate(dataset, settings, plan, device: torch.device, steps: int) -> floa
         trainer.iteration = trainer.schedule.all_levels_at()
         for _ in range(5):
             trainer.step()
-        _sync(device)
+        _bootstrap.cuda_sync(device)
         start = time.perf_counter()
         for _ in range(steps):
             trainer.step()
-        _sync(device)
+        _bootstrap.cuda_sync(device)
         return steps / (time.perf_counter() - start)
     finally:
         trainer.close()
@@ -118,11 +99,11 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     sphere = _sphere(args.dataset, truth, args.scene_type)
     dataset = load_dataset(args.dataset, sphere=sphere, scene_type=args.scene_type)
     budgets_s = sorted(m * 60.0 for m in args.minutes)
-    settings, plan = _settings(args.preset, dataset, device, args.scene_type, None)
+    settings, plan = new_run_settings(args.preset, dataset, args.scene_type, device)
     rate = calibrate(dataset, settings, plan, device, args.calibration_steps)
     iterations = max(10, int(rate * budgets_s[-1]))
     print(f"calibration: {rate:.1f} it/s; {iterations} iterations laid over {budgets_s[-1]:.0f} s", flush=True)
-    settings, plan = _settings(args.preset, dataset, device, args.scene_type, iterations)
+    settings, plan = new_run_settings(args.preset, dataset, args.scene_type, device, iterations)
     trainer = Trainer(dataset, settings, device=device, image_budget=plan.image_cache_bytes if plan else 1 << 30)
     work = Path(tempfile.mkdtemp(prefix="carrara-quality-"))
     points: list[dict[str, Any]] = []
@@ -131,13 +112,13 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         print(f"untrained: PSNR {initial['psnr_held_out']:.2f} dB, chamfer {initial.get('chamfer')}", flush=True)
         trained_s = 0.0
         for budget in budgets_s:
-            _sync(device)
+            _bootstrap.cuda_sync(device)
             start = time.perf_counter()
             while trainer.iteration < settings.iterations and trained_s + time.perf_counter() - start < budget:
                 trainer.step()
                 if trainer.iteration % 32 == 0:
-                    _sync(device)
-            _sync(device)
+                    _bootstrap.cuda_sync(device)
+            _bootstrap.cuda_sync(device)
             trained_s += time.perf_counter() - start
             entry = {"minutes": budget / 60.0, "training_seconds": trained_s,
                      **evaluate(trainer, args.resolution, args.truth, work, args.keep_meshes)}

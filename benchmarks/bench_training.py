@@ -31,18 +31,11 @@ import torch  # noqa: E402  (after the bootstrap, like the carrara imports)
 
 from carrara.backend.data.dataset import dataset_sphere, load_dataset  # noqa: E402
 from carrara.backend.render.renderer import SamplingConfig  # noqa: E402
-from carrara.backend.train.memory_plan import plan_memory  # noqa: E402
-from carrara.backend.train.presets import preset as get_preset  # noqa: E402
-from carrara.backend.train.settings import build_settings  # noqa: E402
+from carrara.backend.reconstruct import new_run_settings  # noqa: E402
 from carrara.backend.train.trainer import Trainer  # noqa: E402
 
 TARGET_SECONDS = {"preview": 60.0, "standard": 600.0}
 RECIPE_SAMPLING = SamplingConfig(n_uniform=0, n_guided=64, n_fine=16, fine_rounds=4, n_background=32)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(trainer: Trainer, warmup: int, steps: int) -> dict[str, Any]:
@@ -52,13 +45,13 @@ def measure(trainer: Trainer, warmup: int, steps: int) -> dict[str, Any]:
     trainer.iteration = trainer.schedule.all_levels_at()
     for _ in range(warmup):
         trainer.step()
-    _sync(device)
+    _bootstrap.cuda_sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(steps):
         trainer.step()
-    _sync(device)
+    _bootstrap.cuda_sync(device)
     seconds = time.perf_counter() - start
     s = trainer.settings
     rate = steps / seconds
@@ -77,13 +70,7 @@ def ratios(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
 
 def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: int,
                  baseline_steps: int) -> dict[str, Any]:
-    preset = get_preset(name)
-    plan = None
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        plan = plan_memory(preset, free, with_background=not dataset.use_alpha, device_name=str(device))
-    settings = build_settings(preset, scene_type="object", use_alpha=dataset.use_alpha,
-                              n_views=len(dataset.views), plan=plan, mixed_precision=device.type == "cuda")
+    settings, plan = new_run_settings(name, dataset, "object", device)
     result: dict[str, Any] = {"plan": plan.to_json() if plan else None, "iterations": settings.iterations,
                               "rays_per_iter": settings.rays_per_iter,
                               "hash_grid": {"log2_hashmap_size": settings.model.sdf.log2_hashmap_size,
