@@ -14,7 +14,8 @@
 - ``to_world = (scale, offset)`` maps the result to the input's world frame: ``x_world = x_norm * scale + offset``
   (scale = sphere radius, offset = sphere centre), so meshes land in place.
 - Steps, in order: block-wise marching cubes with welding (``extract.py``), degenerate faces and floaters removed
-  over the whole mesh (``cleanup.py``), decimation to ``decimate_faces`` if > 0 (``simplify.py``), vertex colours
+  over the whole mesh (``cleanup.py``), decimation to ``decimate_faces`` if > 0 (``simplify.py``; huge meshes
+  are first clustered on the device, ``clustering.py``), vertex colours
   seen head-on along the SDF normal (``colors.py``), and, if ``texture_size`` > 0, a UV atlas with the colour
   field baked into a ``texture_size``^2 PNG (``texture.py``). Colours are computed after decimation, at the
   vertices that remain, so they stay exact.
@@ -68,10 +69,9 @@ def build_mesh(sdf_fn: SdfFn, color_fn: ColorFn | None, resolution: int, *, devi
         vertices, faces = remove_small_components(vertices, faces, floater_fraction)
     stage("cleanup")
     if decimate_faces and faces.shape[0] > decimate_faces:
-        from .simplify import decimate
+        from .simplify import reduce_to_budget
 
-        v, f = decimate(vertices.cpu().numpy(), faces.cpu().numpy(), decimate_faces)
-        vertices, faces = remove_degenerate_faces(torch.from_numpy(v).to(device), torch.from_numpy(f).to(device))
+        vertices, faces = reduce_to_budget(vertices, faces, decimate_faces)
         stage("decimation")
     colors = uv = png = None
     if faces.shape[0] and color_fn is not None:

@@ -10,14 +10,34 @@ resolution-2048 extraction of spheres, a torus and a ripple, down to 500 k faces
 10, with the same distance of face centroids to the true surface (max 3.2e-4, mean 1.9e-5, 99th percentile 9.4e-5
 of the unit sphere) at all three. Small meshes keep 7: they take under a second, and at 160x reductions (80 k faces
 to 500) 9 left vertices 25 % farther from the surface.
+
+Meshes of more than LARGE_MESH_FACES and CLUSTER_ABOVE times the budget are first cut on the device by vertex
+clustering (``clustering.py``) to about CLUSTER_TO times the budget: the edge collapse then has a few million faces
+to work on instead of tens of millions (6.5 M faces to 500 k: 22 s before, 2 s after clustering to 1.5 M on
+the CPU here, same surface error). Three times the budget, not two: at two the worst vertex moved 30 % farther.
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from .cleanup import remove_degenerate_faces
+from .clustering import cluster_vertices
 
 LARGE_MESH_FACES = 2_000_000
 DEFAULT_AGGRESSIVENESS = 7
 LARGE_MESH_AGGRESSIVENESS = 9
+CLUSTER_ABOVE = 6
+CLUSTER_TO = 3
+
+
+def reduce_to_budget(vertices: torch.Tensor, faces: torch.Tensor,
+                     face_budget: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``decimate`` for the pipeline's device tensors, with the clustering first cut where the mesh is huge."""
+    if faces.shape[0] > max(LARGE_MESH_FACES, CLUSTER_ABOVE * face_budget) and face_budget >= 4:
+        vertices, faces = cluster_vertices(vertices, faces, CLUSTER_TO * face_budget)
+    v, f = decimate(vertices.cpu().numpy(), faces.cpu().numpy(), face_budget)
+    return remove_degenerate_faces(torch.from_numpy(v).to(vertices.device), torch.from_numpy(f).to(faces.device))
 
 
 def decimate(vertices: np.ndarray, faces: np.ndarray, face_budget: int) -> tuple[np.ndarray, np.ndarray]:

@@ -55,3 +55,16 @@ def test_cuda_resolution_1024_is_watertight():
     report = topology_report(surface.vertices.cpu().numpy(), surface.faces.cpu().numpy())
     assert report.closed_oriented_manifold, report
     assert torus(surface.vertices).abs().max() < 0.5 * 2.0 / 1024
+
+
+def test_cuda_clustering_matches_the_cpu():
+    from carrara.backend.mesh.clustering import cluster_vertices
+
+    mesh = extract_surface(torus, 160, device="cpu")
+    target = mesh.faces.shape[0] // 6
+    cpu = cluster_vertices(mesh.vertices, mesh.faces, target)
+    gpu = cluster_vertices(mesh.vertices.cuda(), mesh.faces.cuda(), target)
+    assert gpu[0].is_cuda and gpu[1].shape == cpu[1].shape
+    gpu_vertices, cpu_vertices = gpu[0].cpu().double(), cpu[0].double()
+    assert _farthest_nearest(gpu_vertices, cpu_vertices) < 1e-4 and _farthest_nearest(cpu_vertices, gpu_vertices) < 1e-4
+    assert topology_report(gpu[0].cpu().numpy(), gpu[1].cpu().numpy()).boundary_edges == 0
