@@ -21,7 +21,7 @@ from .data.dataset import DatasetError, PosedDataset, load_dataset
 from .data.images import default_host_budget
 from .data.normalization import SphereNormalization
 from .mesh.export import write_glb, write_ply
-from .mesh.pipeline import build_mesh
+from .mesh.pipeline import StepReport, build_mesh
 from .model.neural_surface import NeuralSurface
 from .reporting import Reporter
 from .server.kinds import JobFailed
@@ -228,28 +228,31 @@ def _deliver_final(trainer: Trainer, config: ReconstructConfig, run_dir: Path, r
 
 def asset_mesh(model: NeuralSurface, normalization: SphereNormalization, asset: AssetSettings,
                device: torch.device | str, *, texture: bool = True,
-               timings: dict[str, float] | None = None) -> MeshData:
+               on_step: StepReport | None = None) -> MeshData:
     """The delivered mesh as ``asset`` asks for it (resolution, floaters, face budget, colours, texture)."""
     with_texture = texture and asset.texture
     wants_color = asset.vertex_colors or with_texture
     return build_mesh(model.sdf_fn(), model.color_fn() if wants_color else None, asset.mesh_resolution,
                       device=device, to_world=normalization.to_world_affine, remove_floaters=asset.remove_floaters,
                       decimate_faces=asset.decimate_faces, vertex_colors=asset.vertex_colors,
-                      texture_size=asset.texture_size if with_texture else 0, timings=timings)
+                      texture_size=asset.texture_size if with_texture else 0, on_step=on_step)
 
 
 def deliver_asset(model: NeuralSurface, normalization: SphereNormalization, iteration: int, asset: AssetSettings,
                   meshes_dir: Path, reporter: Reporter, device: torch.device | str) -> None:
     """Extract the final mesh, hand it to the reporter and write its files: the end of a run and of an extract job."""
     reporter.log(f"extracting the final mesh at resolution {asset.mesh_resolution}")
-    timings: dict[str, float] = {}
-    mesh = asset_mesh(model, normalization, asset, device, timings=timings)
+    steps: list[str] = []
+
+    def on_step(name: str, seconds: float, faces: int) -> None:   # the panel shows each step as it ends
+        steps.append(f"{name} {seconds:.1f} s")
+        reporter.log(f"extracting: {name} done in {seconds:.1f} s, {faces:,} faces")
+
+    mesh = asset_mesh(model, normalization, asset, device, on_step=on_step)
     if not mesh.face_count:
         raise JobFailed("the surface is empty inside the sphere: check that the sphere holds the object and the "
                         "photos show it")
-    steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items() if name != "faces_extracted")
-    reporter.log(f"final mesh: {mesh.vertex_count:,} vertices, {mesh.face_count:,} faces from "
-                 f"{timings['faces_extracted']:,} extracted ({steps})")
+    reporter.log(f"final mesh: {mesh.vertex_count:,} vertices, {mesh.face_count:,} faces ({', '.join(steps)})")
     reporter.mesh("final_mesh", mesh, iteration)
     meshes_dir.mkdir(parents=True, exist_ok=True)
     writers = {"ply": write_ply, "glb": write_glb}

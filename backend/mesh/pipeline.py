@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from .extract import DEFAULT_BLOCK_RES, extract_surface
 from .fields import ColorFn, SdfFn, default_batch
 
 DEFAULT_FLOATER_FRACTION = 0.02
+StepReport = Callable[[str, float, int], None]
 
 
 def build_mesh(sdf_fn: SdfFn, color_fn: ColorFn | None, resolution: int, *, device: torch.device | str,
@@ -46,13 +47,13 @@ def build_mesh(sdf_fn: SdfFn, color_fn: ColorFn | None, resolution: int, *, devi
                decimate_faces: int = 0, vertex_colors: bool = True, texture_size: int = 0,
                block_res: int = DEFAULT_BLOCK_RES, bounds: tuple[Sequence[float], Sequence[float]] | None = None,
                lipschitz: float | None = 1.5, eval_batch: int | None = None,
-               timings: dict[str, float] | None = None) -> MeshData:
+               on_step: StepReport | None = None) -> MeshData:
     """A mesh of the SDF's zero set inside the unit sphere, in world coordinates, with the asked-for extras.
 
-    ``timings``, when given, receives the seconds each step took (surface, cleanup, decimation, colours, atlas,
-    bake) and the face count the surface had before cleanup, so a slow asset says where its time went.
+    ``on_step(name, seconds, faces)``, when given, is called as each step ends (surface, cleanup, decimation,
+    colours, atlas, bake) with the mesh's face count then, so a slow asset says where its time goes while it goes.
     """
-    stage = _Stages(device, timings)
+    stage = _Stages(device, on_step)
     scale, offset = _world_transform(to_world)
     if color_fn is None and (vertex_colors or texture_size):
         raise ValueError("vertex_colors and texture_size need a color_fn; pass vertex_colors=False, texture_size=0 "
@@ -63,30 +64,30 @@ def build_mesh(sdf_fn: SdfFn, color_fn: ColorFn | None, resolution: int, *, devi
     batch = eval_batch or default_batch(device)
     surface = extract_surface(sdf_fn, resolution, device=device, block_res=block_res, bounds=bounds,
                               lipschitz=lipschitz, eval_batch=batch)
-    stage("surface", faces_extracted=int(surface.faces.shape[0]))
+    stage("surface", surface.faces)
     vertices, faces = remove_degenerate_faces(surface.vertices, surface.faces)
     if remove_floaters:
         vertices, faces = remove_small_components(vertices, faces, floater_fraction)
-    stage("cleanup")
+    stage("cleanup", faces)
     if decimate_faces and faces.shape[0] > decimate_faces:
         from .simplify import reduce_to_budget
 
         vertices, faces = reduce_to_budget(vertices, faces, decimate_faces)
-        stage("decimation")
+        stage("decimation", faces)
     colors = uv = png = None
     if faces.shape[0] and color_fn is not None:
         # Half a cell: at resolution 2048 that is the finest hash-grid cell, the step the normals were trained with.
         normals = surface_normals(sdf_fn, vertices, faces, step=1.0 / resolution, batch=batch)
         if vertex_colors:
             colors = colors_at(color_fn, vertices, normals, batch).cpu().numpy()
-        stage("colours")
+        stage("colours", faces)
         if texture_size:
             from .texture import bake_texture, uv_atlas
 
             uv = uv_atlas(vertices.cpu().numpy(), faces.cpu().numpy(), texture_size)
-            stage("atlas")
+            stage("atlas", faces)
             png = bake_texture(vertices, faces, normals, torch.from_numpy(uv), color_fn, texture_size, batch)
-            stage("bake")
+            stage("bake", faces)
     world = (vertices.double() * scale + torch.tensor(offset, dtype=torch.float64, device=device)).float()
     mesh = MeshData(vertices=world.cpu().numpy(), faces=faces.cpu().numpy().astype(np.int32), vertex_colors=colors,
                     uv=uv, texture_png=png)
@@ -95,21 +96,20 @@ def build_mesh(sdf_fn: SdfFn, color_fn: ColorFn | None, resolution: int, *, devi
 
 
 class _Stages:
-    """Seconds per step of ``build_mesh`` into a caller's dict (GPU work synchronised first); a no-op without one."""
+    """Seconds per step of ``build_mesh`` to a caller's callback (GPU work synchronised first); a no-op without one."""
 
-    def __init__(self, device: torch.device | str, timings: dict[str, float] | None):
+    def __init__(self, device: torch.device | str, on_step: StepReport | None):
         self.cuda = torch.device(device).type == "cuda"
-        self.timings = timings
+        self.on_step = on_step
         self.last = time.perf_counter()
 
-    def __call__(self, name: str, **counts: int) -> None:
-        if self.timings is None:
+    def __call__(self, name: str, faces: torch.Tensor) -> None:
+        if self.on_step is None:
             return
         if self.cuda:
             torch.cuda.synchronize()
         now = time.perf_counter()
-        self.timings[name] = now - self.last
-        self.timings.update(counts)
+        self.on_step(name, now - self.last, int(faces.shape[0]))
         self.last = now
 
 

@@ -47,12 +47,13 @@ def test_floaters_stay_when_asked():
 
 
 def test_final_asset_is_decimated_and_textured():
-    timings: dict[str, float] = {}
+    steps: list[tuple[str, float, int]] = []
     mesh = build_mesh(scene, color, 64, device="cpu", to_world=(SCALE, CENTRE), decimate_faces=1500,
-                      texture_size=128, timings=timings)
-    assert mesh.face_count <= 1500 < timings.pop("faces_extracted")
-    assert list(timings) == ["surface", "cleanup", "decimation", "colours", "atlas", "bake"]
-    assert all(seconds >= 0 for seconds in timings.values())
+                      texture_size=128, on_step=lambda *step: steps.append(step))
+    assert [name for name, _, _ in steps] == ["surface", "cleanup", "decimation", "colours", "atlas", "bake"]
+    assert all(seconds >= 0 for _, seconds, _ in steps)
+    faces = [count for _, _, count in steps]
+    assert faces[0] >= faces[1] > 1500 >= faces[2] == faces[-1] == mesh.face_count
     assert mesh.uv.shape == (mesh.face_count * 3, 2) and mesh.vertex_colors.shape == (mesh.vertex_count, 4)
     assert Image.open(io.BytesIO(mesh.texture_png)).size == (128, 128)
     # Colours are evaluated at the decimated vertices, so they still match the field there.
