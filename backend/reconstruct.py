@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from ..shared.sphere import BoundingSphere
 from .data.dataset import DatasetError, PosedDataset, load_dataset
 from .data.images import default_host_budget
 from .data.normalization import SphereNormalization
+from .mesh.atlas import AtlasError
 from .mesh.export import write_glb, write_ply
 from .mesh.pipeline import StepReport, build_mesh
 from .model.neural_surface import NeuralSurface
@@ -234,6 +235,7 @@ def asset_mesh(model: NeuralSurface, normalization: SphereNormalization, asset: 
     wants_color = asset.vertex_colors or with_texture
     return build_mesh(model.sdf_fn(), model.color_fn() if wants_color else None, asset.mesh_resolution,
                       device=device, to_world=normalization.to_world_affine, remove_floaters=asset.remove_floaters,
+                      remove_cavities=asset.remove_floaters and not model.config.sdf.inside_out,
                       decimate_faces=asset.decimate_faces, vertex_colors=asset.vertex_colors,
                       texture_size=asset.texture_size if with_texture else 0, on_step=on_step)
 
@@ -248,7 +250,13 @@ def deliver_asset(model: NeuralSurface, normalization: SphereNormalization, iter
         steps.append(f"{name} {seconds:.1f} s")
         reporter.log(f"extracting: {name} done in {seconds:.1f} s, {faces:,} faces")
 
-    mesh = asset_mesh(model, normalization, asset, device, on_step=on_step)
+    try:
+        mesh = asset_mesh(model, normalization, asset, device, on_step=on_step)
+    except AtlasError as exc:   # the mesh is still worth having: with its vertex colours, without the texture
+        reporter.log(f"no texture: {exc}; delivering the mesh with vertex colours only", "warning")
+        steps.clear()
+        mesh = asset_mesh(model, normalization, replace(asset, vertex_colors=True), device, texture=False,
+                          on_step=on_step)
     if not mesh.face_count:
         raise JobFailed("the surface is empty inside the sphere: check that the sphere holds the object and the "
                         "photos show it")

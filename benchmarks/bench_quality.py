@@ -34,7 +34,7 @@ import torch  # noqa: E402  (after the bootstrap, like the carrara imports)
 from carrara.backend.data.dataset import dataset_sphere, load_dataset  # noqa: E402
 from carrara.backend.mesh.export import write_ply  # noqa: E402
 from carrara.backend.mesh.pipeline import build_mesh  # noqa: E402
-from carrara.backend.mesh.simplify import decimate  # noqa: E402
+from carrara.backend.mesh.simplify import reduce_to_budget  # noqa: E402
 from carrara.backend.reconstruct import new_run_settings  # noqa: E402
 from carrara.backend.train.trainer import Trainer  # noqa: E402
 from carrara.shared.mesh_data import MeshData  # noqa: E402
@@ -78,7 +78,8 @@ def evaluate(trainer: Trainer, resolution: int, truth_path: Path | None, work: P
     psnr = trainer.validate()
     trainer.prepare_for_extraction()
     mesh = build_mesh(trainer.model.sdf_fn(), None, resolution, device=trainer.device,
-                      to_world=trainer.dataset.normalization.to_world_affine, vertex_colors=False)
+                      to_world=trainer.dataset.normalization.to_world_affine, vertex_colors=False,
+                      remove_cavities=not trainer.model.config.sdf.inside_out)   # as the delivered asset
     entry: dict[str, Any] = {"iteration": trainer.iteration, "psnr_held_out": psnr, "faces": mesh.face_count}
     if truth_path is not None and mesh.face_count:
         path = work / f"mesh_{trainer.iteration:07d}.ply"
@@ -89,8 +90,11 @@ def evaluate(trainer: Trainer, resolution: int, truth_path: Path | None, work: P
                                                "ignored_gt_fraction")})
     entry["evaluation_seconds"] = time.perf_counter() - started
     if keep is not None and mesh.face_count:
-        vertices, faces = decimate(mesh.vertices, mesh.faces, KEPT_FACES)
-        write_ply(MeshData(vertices, faces.astype(np.int32)), keep / f"mesh_{trainer.iteration:07d}.ply")
+        vertices, faces = reduce_to_budget(torch.from_numpy(mesh.vertices).to(trainer.device),
+                                           torch.from_numpy(mesh.faces).long().to(trainer.device), KEPT_FACES)
+        keep.mkdir(parents=True, exist_ok=True)
+        write_ply(MeshData(vertices.cpu().numpy(), faces.cpu().numpy().astype(np.int32)),
+                  keep / f"mesh_{trainer.iteration:07d}.ply")
     return entry
 
 

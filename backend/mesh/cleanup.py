@@ -67,6 +67,32 @@ def remove_small_components(vertices: torch.Tensor, faces: torch.Tensor,
     return compact_vertices(vertices, faces[keep_component[face_label]])
 
 
+def remove_cavities(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop closed pieces that enclose negative volume: the walls of bubbles inside a solid.
+
+    Marching cubes orients faces towards positive SDF, so an object's outer surface encloses positive volume and a
+    bubble of positive SDF inside it (which hash collisions at the fine levels leave where no ray ever looks) is a
+    closed piece of negative volume. Nobody can see those from outside, but they lie far from the true surface and
+    Blender shows them in section and to modifiers. Only for object scenes: a room's walls (indoor scenes) are
+    such a piece too. Open pieces (cut by the sphere) are kept, their volume means nothing.
+    """
+    if faces.shape[0] == 0:
+        return vertices, faces
+    labels = connected_components(faces, vertices.shape[0])
+    face_label = labels[faces[:, 0]]
+    corners = vertices[faces].double()
+    signed = (corners[:, 0] * torch.linalg.cross(corners[:, 1], corners[:, 2])).sum(1) / 6
+    volume = torch.zeros(vertices.shape[0], dtype=torch.float64, device=vertices.device)
+    volume.index_add_(0, face_label, signed)
+    edges = torch.cat((faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]])).sort(1).values
+    _, edge_of, uses = torch.unique(edges[:, 0] * vertices.shape[0] + edges[:, 1], return_inverse=True,
+                                    return_counts=True)
+    open_piece = torch.zeros(vertices.shape[0], dtype=torch.bool, device=vertices.device)
+    open_piece[face_label.repeat(3)[uses[edge_of] == 1]] = True
+    cavity = (volume < 0) & ~open_piece
+    return compact_vertices(vertices, faces[~cavity[face_label]])
+
+
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Unit vertex normals (V, 3), the area-weighted mean of the adjacent faces' normals (+z where undefined)."""
     corners = vertices[faces]

@@ -1,7 +1,7 @@
 """``build_mesh``: the one call the engine makes for every mesh, from a quick preview to the final textured asset.
 
     build_mesh(sdf_fn, color_fn, resolution, *, device, to_world=(radius, centre), remove_floaters=True,
-               floater_fraction=0.02, decimate_faces=0, vertex_colors=True, texture_size=0,
+               floater_fraction=0.02, remove_cavities=False, decimate_faces=0, vertex_colors=True, texture_size=0,
                block_res=8, bounds=None, lipschitz=1.5, eval_batch=None) -> MeshData
 
 - ``sdf_fn(points (M, 3)) -> (M,)`` and ``color_fn(points, normals, view_dirs) -> (M, 3)`` take normalised
@@ -11,8 +11,11 @@
   the finest, as Neuralangelo counts them).
 - ``floater_fraction``: with ``remove_floaters``, pieces with fewer faces than this share of the largest piece's
   are dropped (1.0 keeps only the largest piece).
+- ``remove_cavities``: closed pieces enclosing negative volume (bubbles inside a solid) are dropped; for objects,
+  never for inside-out (indoor) scenes, whose room is such a piece.
 - ``to_world = (scale, offset)`` maps the result to the input's world frame: ``x_world = x_norm * scale + offset``
   (scale = sphere radius, offset = sphere centre), so meshes land in place.
+- A texture whose atlas cannot be made raises ``atlas.AtlasError``; the caller may ask again without one.
 - Steps, in order: block-wise marching cubes with welding (``extract.py``), degenerate faces and floaters removed
   over the whole mesh (``cleanup.py``), decimation to ``decimate_faces`` if > 0 (``simplify.py``; huge meshes
   are first clustered on the device, ``clustering.py``), vertex colours
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 
 from ...shared.mesh_data import MeshData
-from .cleanup import remove_degenerate_faces, remove_small_components
+from .cleanup import remove_cavities as remove_cavities_of, remove_degenerate_faces, remove_small_components
 from .colors import surface_normals, vertex_colors as colors_at
 from .extract import DEFAULT_BLOCK_RES, extract_surface
 from .fields import ColorFn, SdfFn, default_batch
@@ -44,7 +47,8 @@ StepReport = Callable[[str, float, int], None]
 def build_mesh(sdf_fn: SdfFn, color_fn: ColorFn | None, resolution: int, *, device: torch.device | str,
                to_world: tuple[float, Sequence[float]] = (1.0, (0.0, 0.0, 0.0)),
                remove_floaters: bool = True, floater_fraction: float = DEFAULT_FLOATER_FRACTION,
-               decimate_faces: int = 0, vertex_colors: bool = True, texture_size: int = 0,
+               remove_cavities: bool = False, decimate_faces: int = 0, vertex_colors: bool = True,
+               texture_size: int = 0,
                block_res: int = DEFAULT_BLOCK_RES, bounds: tuple[Sequence[float], Sequence[float]] | None = None,
                lipschitz: float | None = 1.5, eval_batch: int | None = None,
                on_step: StepReport | None = None) -> MeshData:
@@ -68,6 +72,8 @@ def build_mesh(sdf_fn: SdfFn, color_fn: ColorFn | None, resolution: int, *, devi
     vertices, faces = remove_degenerate_faces(surface.vertices, surface.faces)
     if remove_floaters:
         vertices, faces = remove_small_components(vertices, faces, floater_fraction)
+    if remove_cavities:
+        vertices, faces = remove_cavities_of(vertices, faces)
     stage("cleanup", faces)
     if decimate_faces and faces.shape[0] > decimate_faces:
         from .simplify import reduce_to_budget
@@ -82,7 +88,8 @@ def build_mesh(sdf_fn: SdfFn, color_fn: ColorFn | None, resolution: int, *, devi
             colors = colors_at(color_fn, vertices, normals, batch).cpu().numpy()
         stage("colours", faces)
         if texture_size:
-            from .texture import bake_texture, uv_atlas
+            from .atlas import uv_atlas
+            from .texture import bake_texture
 
             uv = uv_atlas(vertices.cpu().numpy(), faces.cpu().numpy(), texture_size)
             stage("atlas", faces)

@@ -1,13 +1,14 @@
-"""Clean-up over the whole mesh: components, floaters, degenerate faces, unused vertices, normals."""
+"""Clean-up over the whole mesh: components, floaters, cavities, degenerate faces, unused vertices, normals."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from carrara.backend.mesh.cleanup import (compact_vertices, connected_components, remove_degenerate_faces,
-                                          remove_small_components, vertex_normals)
+from carrara.backend.mesh.cleanup import (compact_vertices, connected_components, remove_cavities,
+                                          remove_degenerate_faces, remove_small_components, vertex_normals)
 from carrara.backend.mesh.extract import extract_surface
+from carrara.backend.mesh.topology import topology_report
 
 
 def _balls(points: torch.Tensor) -> torch.Tensor:
@@ -89,3 +90,22 @@ def test_vertex_normals_point_outward_on_a_sphere():
     radial = mesh.vertices / mesh.vertices.norm(dim=1, keepdim=True)
     assert torch.allclose(normals.norm(dim=1), torch.ones(len(normals)))
     assert (normals * radial).sum(1).min() > 0.99
+
+
+def test_bubbles_inside_a_solid_go_and_open_pieces_stay():
+    def hollow(points: torch.Tensor) -> torch.Tensor:   # a ball of radius 0.8 with a bubble of radius 0.3 inside
+        r = points.norm(dim=1)
+        return torch.maximum(r - 0.8, 0.3 - r)
+
+    mesh = extract_surface(hollow, 64)
+    vertices, faces = remove_cavities(mesh.vertices, mesh.faces)
+    assert 0 < faces.shape[0] < mesh.faces.shape[0]
+    assert vertices.norm(dim=1).min() > 0.75, "only the bubble's wall went"
+    report = topology_report(vertices.numpy(), faces.numpy())
+    assert report.closed_oriented_manifold and report.signed_volume == pytest.approx(4 / 3 * np.pi * 0.8 ** 3, rel=0.02)
+
+    # The same bubble's wall cut open (a piece with a border) is kept: its volume says nothing.
+    inner = mesh.vertices[mesh.faces].norm(dim=2).amax(1) < 0.5
+    cut = mesh.faces[inner & (mesh.vertices[mesh.faces][:, :, 2].amax(1) < 0.2)]
+    v, f = remove_cavities(mesh.vertices, cut)
+    assert f.shape[0] == cut.shape[0]

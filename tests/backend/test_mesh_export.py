@@ -14,7 +14,8 @@ from plyfile import PlyData
 from carrara.backend.mesh.cleanup import vertex_normals
 from carrara.backend.mesh.export import glb_bytes, srgb_to_linear, write_glb, write_ply
 from carrara.backend.mesh.extract import extract_surface
-from carrara.backend.mesh.texture import bake_texture, uv_atlas
+from carrara.backend.mesh.atlas import uv_atlas
+from carrara.backend.mesh.texture import bake_texture
 from carrara.shared.mesh_data import MeshData
 
 

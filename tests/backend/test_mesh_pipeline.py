@@ -83,3 +83,13 @@ def test_bad_options_are_refused(kwargs, message):
 def test_colours_without_a_colour_field_are_refused():
     with pytest.raises(ValueError, match="need a color_fn"):
         build_mesh(scene, None, 24, device="cpu")
+
+
+def test_cavities_go_when_asked():
+    def hollow(points: torch.Tensor) -> torch.Tensor:
+        r = points.norm(dim=1)
+        return torch.maximum(r - 0.8, 0.3 - r)
+
+    kept = build_mesh(hollow, None, 48, device="cpu", vertex_colors=False)
+    solid = build_mesh(hollow, None, 48, device="cpu", vertex_colors=False, remove_cavities=True)
+    assert np.linalg.norm(kept.vertices, axis=1).min() < 0.35 < 0.75 < np.linalg.norm(solid.vertices, axis=1).min()

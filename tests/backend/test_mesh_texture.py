@@ -10,7 +10,8 @@ from PIL import Image
 
 from carrara.backend.mesh.cleanup import vertex_normals
 from carrara.backend.mesh.extract import extract_surface
-from carrara.backend.mesh.texture import bake_texture, uv_atlas
+from carrara.backend.mesh.atlas import AtlasError, uv_atlas
+from carrara.backend.mesh.texture import bake_texture
 
 SIZE = 256
 
@@ -101,3 +102,14 @@ def test_bad_texture_size_is_refused(baked):
 def test_atlas_of_an_empty_mesh_is_refused():
     with pytest.raises(ValueError, match="no faces"):
         uv_atlas(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), 64)
+
+
+def test_an_atlas_out_of_time_or_failing_is_an_atlas_error(baked):
+    """xatlas runs in a child process: one that hangs is killed at its time limit, one that fails is reported."""
+    vertices, faces, _, _, _ = baked
+    with pytest.raises(AtlasError, match="did not finish within"):
+        uv_atlas(vertices.numpy(), faces.numpy(), SIZE, timeout_s=0.01)
+    broken = faces.numpy().copy()
+    broken[0, 0] = len(vertices) + 10          # an index past the last vertex: xatlas refuses the mesh
+    with pytest.raises(AtlasError, match="xatlas failed"):
+        uv_atlas(vertices.numpy(), broken, SIZE)

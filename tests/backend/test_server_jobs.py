@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from carrara.addon.connection import Connection, RemoteError
+from carrara.backend.mesh import atlas
 from carrara.backend.server.workspace import Workspace
 from carrara.shared import protocol as p
 from testkit import ServerThread, free_tcp_port, shared_dataset, start_backend, stop_process, write_colmap_dataset
@@ -270,7 +271,8 @@ def test_an_address_in_use_is_reported(tmp_path, capsys):
     assert f"cannot bind {first.address}" in capsys.readouterr().err
 
 
-def test_extract_delivers_the_asset_again_from_a_reconstructions_checkpoint(tmp_path, tmp_path_factory):
+def test_extract_delivers_the_asset_again_from_a_reconstructions_checkpoint(tmp_path, tmp_path_factory,
+                                                                             monkeypatch):
     from engine_scenes import cached_scene
     scene = cached_scene(tmp_path_factory)
     with ServerThread(tmp_path / "workspace") as server:
@@ -292,6 +294,16 @@ def test_extract_delivers_the_asset_again_from_a_reconstructions_checkpoint(tmp_
         assert len(finals) == 1 and finals[0]["iteration"] == 20 and finals[0]["stats"]["textured"]
         assert any(e["event"] == "artifact" and e["artifact"]["kind"] == "glb" for e in events)
         assert any(line.startswith("final mesh:") for line in _logs(events))
+
+        monkeypatch.setattr(atlas, "TIMEOUT_BASE_S", 0.01)        # xatlas cannot finish in time now
+        monkeypatch.setattr(atlas, "TIMEOUT_PER_MILLION_FACES_S", 0.0)
+        job_id = connection.call(p.MessageType.SUBMIT, {"kind": "extract", "config": again}).job_id
+        connection.attach(job_id)
+        events = _wait_events(connection, job_id, _state_is("finished", "failed"), 300)
+        assert events[-1]["state"] == "finished", events[-6:]
+        final = next(e["artifact"] for e in events if e["event"] == "final_mesh")
+        assert not final["stats"]["textured"] and final["stats"]["vertex_colors"]
+        assert any(line.startswith("no texture: xatlas did not finish") for line in _logs(events))
 
         (tmp_path / "empty").mkdir()          # a reconstruction that fails before its first checkpoint
         broken = connection.call(p.MessageType.SUBMIT, {"kind": "reconstruct", "config": {
