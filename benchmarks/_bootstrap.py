@@ -43,7 +43,12 @@ def ensure_carrara_importable() -> None:
 
 
 def git_commit() -> str:
-    """HEAD of this checkout (with '+dirty' for uncommitted changes), or $CARRARA_GIT_COMMIT where git is absent."""
+    """$CARRARA_GIT_COMMIT when set, else HEAD of this checkout (with '+dirty' for uncommitted changes).
+
+    The variable wins because the GPU machine's copy of the tree carries the last landed HEAD with later commits
+    as uncommitted changes, so git there names the wrong commit (seen: results saying 6d1942f+dirty)."""
+    if os.environ.get("CARRARA_GIT_COMMIT"):
+        return os.environ["CARRARA_GIT_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
@@ -51,7 +56,7 @@ def git_commit() -> str:
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("CARRARA_GIT_COMMIT", "unknown (no git here; set CARRARA_GIT_COMMIT)")
+        return "unknown (no git here; set CARRARA_GIT_COMMIT)"
 
 
 def device_description() -> dict[str, Any]:
