@@ -335,6 +335,13 @@ class Connection:
             raise RemoteError.from_reply(reply)
         return reply
 
+    def wait(self, timeout_s: float) -> None:
+        """Sleep until a message arrives or ``timeout_s`` passes: a loop of ``poll`` calls in a script that does
+        not spin the CPU the backend on the same machine needs (a spinning benchmark slowed its backend 3x).
+        Keep it short (the heartbeat goes out from ``poll``)."""
+        if self._socket is not None:
+            self._socket.poll(max(1, int(timeout_s * 1000)))
+
     def _wait(self, deadline: float) -> None:
         if self._socket is not None:
             self._socket.poll(max(1, min(50, int((deadline - time.monotonic()) * 1000))))

@@ -54,7 +54,10 @@ def _download(connection: Connection, job_id: str, ref: p.ArtifactRef, folder: P
     while download.state == TransferState.RUNNING and time.monotonic() < deadline:
         download.step(connection)
         now = time.monotonic()
-        later.extend((now, m) for m in connection.poll(0.01))   # fetch replies go to the download's handlers
+        arrived = connection.poll(0.01)   # fetch replies go to the download's handlers
+        later.extend((now, m) for m in arrived)
+        if not arrived and download.state == TransferState.RUNNING:
+            connection.wait(0.005)
     if download.state != TransferState.DONE:
         raise RuntimeError(f"download of {ref.name} failed: {download.error or 'timed out'}")
     return MeshData.read(download.destination)
@@ -92,6 +95,8 @@ def run_loop(args: argparse.Namespace) -> dict[str, Any]:
         while final is None and time.monotonic() < deadline:
             polled = time.monotonic()
             pending.extend((polled, m) for m in connection.poll(0.01))
+            if not pending:
+                connection.wait(0.05)
             while pending and final is None:
                 received, message = pending.popleft()
                 if message.type != p.MessageType.EVENT or message.job_id != job_id:

@@ -180,3 +180,21 @@ def test_artifact_download_resumes_and_checks_sha256(tmp_path):
         _download(connection, missing)
         assert missing.state == TransferState.FAILED and "has no artifact 'gone.npz'" in missing.error
         connection.close()
+
+
+def test_wait_sleeps_until_a_message_arrives(tmp_path):
+    """Scripts pump with poll + wait: wait sleeps while nothing comes and wakes as soon as something does."""
+    with ServerThread(tmp_path / "workspace") as server:
+        connection = Connection(server.address)
+        connection.open()
+        connection.wait_connected(30)
+        connection.poll(0.01)
+        started = time.monotonic()
+        connection.wait(0.2)                      # nothing was asked: a whole sleep
+        assert time.monotonic() - started >= 0.15
+        connection.request(p.MessageType.LIST_JOBS, {})
+        started = time.monotonic()
+        connection.wait(5.0)                      # the reply wakes it
+        assert time.monotonic() - started < 2.0
+        assert any(m.type == p.MessageType.JOBS for m in connection.poll(0.01))
+        connection.close()
