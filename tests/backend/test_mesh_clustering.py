@@ -9,13 +9,9 @@ from carrara.backend.mesh import simplify
 from carrara.backend.mesh.clustering import _merge_faces, cluster_at, cluster_vertices
 from carrara.backend.mesh.extract import extract_surface
 from carrara.backend.mesh.topology import topology_report
+from sdf_shapes import torus
 
 TORUS_VOLUME = 2 * np.pi ** 2 * 0.5 * 0.2 ** 2
-
-
-def torus(points: torch.Tensor) -> torch.Tensor:
-    ring = torch.sqrt(points[:, 0] ** 2 + points[:, 1] ** 2) - 0.5
-    return torch.sqrt(ring ** 2 + points[:, 2] ** 2) - 0.2
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import torch
 
 from carrara.backend.mesh.extract import extract_surface, plan_lattice
 from carrara.backend.mesh.topology import topology_report
+from sdf_shapes import torus as _torus
 
 RADIUS = 0.61   # not on a lattice plane, so no sample is exactly zero
 
@@ -18,8 +19,7 @@ def sphere(points: torch.Tensor) -> torch.Tensor:
 
 
 def torus(points: torch.Tensor, major: float = 0.55, minor: float = 0.22) -> torch.Tensor:
-    ring = torch.sqrt(points[:, 0] ** 2 + points[:, 1] ** 2) - major
-    return torch.sqrt(ring ** 2 + points[:, 2] ** 2) - minor
+    return _torus(points, major, minor)
 
 
 def two_spheres(points: torch.Tensor) -> torch.Tensor:

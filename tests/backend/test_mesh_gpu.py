@@ -8,13 +8,13 @@ import torch
 from carrara.backend.mesh.extract import extract_surface
 from carrara.backend.mesh.pipeline import build_mesh
 from carrara.backend.mesh.topology import topology_report
+from sdf_shapes import torus as _torus
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def torus(points: torch.Tensor) -> torch.Tensor:
-    ring = torch.sqrt(points[:, 0] ** 2 + points[:, 1] ** 2) - 0.55
-    return torch.sqrt(ring ** 2 + points[:, 2] ** 2) - 0.22
+    return _torus(points, 0.55, 0.22)
 
 
 def color(points, normals, view_dirs):

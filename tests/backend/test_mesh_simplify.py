@@ -8,11 +8,7 @@ import torch
 from carrara.backend.mesh.extract import extract_surface
 from carrara.backend.mesh.simplify import decimate
 from carrara.backend.mesh.topology import topology_report
-
-
-def torus(points: torch.Tensor) -> torch.Tensor:
-    ring = torch.sqrt(points[:, 0] ** 2 + points[:, 1] ** 2) - 0.5
-    return torch.sqrt(ring ** 2 + points[:, 2] ** 2) - 0.2
+from sdf_shapes import torus
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from carrara.backend.mesh.atlas import AtlasError, uv_atlas
 from carrara.backend.mesh.cleanup import vertex_normals
 from carrara.backend.mesh.extract import extract_surface
-from carrara.backend.mesh.atlas import AtlasError, uv_atlas
 from carrara.backend.mesh.texture import bake_texture
+from sdf_shapes import torus
 
 SIZE = 256
-
-
-def torus(points: torch.Tensor) -> torch.Tensor:
-    ring = torch.sqrt(points[:, 0] ** 2 + points[:, 1] ** 2) - 0.5
-    return torch.sqrt(ring ** 2 + points[:, 2] ** 2) - 0.2
 
 
 def smooth_color(points, normals, view_dirs):
