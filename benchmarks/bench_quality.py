@@ -21,6 +21,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,9 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     iterations = max(10, int(rate * budgets_s[-1]))
     print(f"calibration: {rate:.1f} it/s; {iterations} iterations laid over {budgets_s[-1]:.0f} s", flush=True)
     settings, plan = new_run_settings(args.preset, dataset, args.scene_type, device, iterations)
+    if args.eikonal_ball_points is not None:   # an A/B of that loss term, same everything else
+        losses = replace(settings.losses, eikonal_ball_points_per_ray=args.eikonal_ball_points)
+        settings = replace(settings, losses=losses)
     trainer = Trainer(dataset, settings, device=device, image_budget=plan.image_cache_bytes if plan else 1 << 30)
     work = Path(tempfile.mkdtemp(prefix="carrara-quality-"))
     points: list[dict[str, Any]] = []
@@ -139,6 +143,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     result: dict[str, Any] = {
         "dataset": str(args.dataset), "photos": len(dataset.views), "held_out_photos": len(dataset.validation),
         "use_alpha": dataset.use_alpha, "preset": args.preset, "scene_type": args.scene_type,
+        "eikonal_ball_points_per_ray": settings.losses.eikonal_ball_points_per_ray,
         "calibrated_it_per_s": rate, "iterations": iterations, "rays_per_iter": settings.rays_per_iter,
         "plan": plan.to_json() if plan else None, "mesh_resolution": args.resolution,
         "baseline_untrained": initial, "points": points,
@@ -162,6 +167,8 @@ def main() -> None:
     parser.add_argument("--calibration-steps", type=int, default=CALIBRATION_STEPS)
     parser.add_argument("--keep-meshes", type=Path, default=None,
                         help=f"folder for each evaluated mesh, decimated to {KEPT_FACES:,} faces")
+    parser.add_argument("--eikonal-ball-points", type=float, default=None,
+                        help="eikonal points in the unit ball per ray, instead of the preset's (0 turns them off)")
     parser.add_argument("--smoke", action="store_true", help="CPU, the ci preset, seconds: checks the script runs")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")

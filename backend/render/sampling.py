@@ -95,3 +95,11 @@ def background_depths(far: torch.Tensor, count: int, generator: torch.Generator 
         t = torch.rand((far.shape[0], count), generator=generator, device=generator.device).to(far)
     u = (lower + t * (upper - lower)).clamp_min(0.5 / count)
     return far[:, None] / u, (upper - lower).expand(far.shape[0], count)
+
+
+def uniform_in_unit_ball(count: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``count`` points uniform in the unit ball (radius ~ u^(1/3) along a uniform direction), for losses that
+    must hold everywhere, not only where rays are rendered."""
+    direction = torch.nn.functional.normalize(torch.randn(count, 3, generator=generator, device=device), dim=1)
+    radius = torch.rand(count, 1, generator=generator, device=device) ** (1.0 / 3.0)
+    return direction * radius

@@ -14,7 +14,7 @@ from carrara.backend.model.background import BackgroundConfig
 from carrara.backend.model.sdf_field import SdfFieldConfig
 from carrara.backend.render.occupancy import OccupancyGrid
 from carrara.backend.render.renderer import Renderer, SamplingConfig
-from carrara.backend.render.sampling import neus_upsample, sample_pdf
+from carrara.backend.render.sampling import neus_upsample, sample_pdf, uniform_in_unit_ball
 from carrara.backend.render.volume import composite, neus_alpha
 
 SMALL_GRID = dict(n_levels=4, features_per_level=2, log2_hashmap_size=12, base_resolution=8, max_resolution=32,
@@ -154,3 +154,13 @@ def test_background_model_fills_rays_that_leave_the_sphere():
     assert float(out.opacity.detach()) == 0.0 and float(out.rgb.detach().sum()) > 0.0   # a miss: background only
     out.rgb.sum().backward()
     assert model.background.density.weight.grad is not None
+
+
+def test_ball_points_fill_the_unit_ball_evenly():
+    points = uniform_in_unit_ball(200_000, torch.Generator().manual_seed(0), torch.device("cpu"))
+    radius = points.norm(dim=1)
+    assert points.shape == (200_000, 3) and float(radius.max()) <= 1.0
+    # uniform in volume: a share r^3 of the points within radius r, and no preferred direction
+    for r in (0.25, 0.5, 0.8):
+        assert float((radius < r).float().mean()) == pytest.approx(r ** 3, abs=0.005)
+    assert points.mean(0).abs().max() < 0.01
