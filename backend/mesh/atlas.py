@@ -1,11 +1,6 @@
-"""A UV atlas for a mesh (xatlas), computed in a child process.
-
-**In a child process**, because xatlas is native code with its own thread pool: in the backend's job thread on
-the 16-core GPU machine one call never returned (a 500 k-face asset, 5.4 s from a plain script on the same
-machine), which stalled the final asset and would stall every later job. A child can be timed out and killed,
-and a crash there cannot take the server down; the caller then delivers the mesh without a texture. The child
-runs this file as a script (``-P``: its folder is not put on ``sys.path``), imports only numpy and xatlas (about
-0.2 s), and the arrays travel through its pipes in NumPy's file format.
+"""A UV atlas for a mesh (xatlas), computed in a child process (``child_process.py``: xatlas holds Python's lock
+for the whole call, 5 s for a 500 k-face asset, which silenced the backend). An atlas that fails, crashes or
+runs out of time raises ``AtlasError``; the caller then delivers the mesh without a texture.
 
 **In pieces.** xatlas's chart computation grows much faster than linearly with mesh size (here a 200 k-face
 sphere took 14 minutes as one mesh and 1.5 s of CPU as 2 k-face pieces), so the mesh is cut into spatially
@@ -15,16 +10,12 @@ one core in brackets): pieces of 2,048 faces 13.0 s (25.3 s), of 1,024 7.9 s, of
 charting, which xatlas spreads over the cores, dominates; smaller pieces make more charts (2,276 / 2,476 /
 3,021) and so more padding, 1,024 is the compromise. Packing charts on 4x4-texel blocks (``blockAlign``) cut
 the time by a third at the same utilisation (0.75).
-
-As a script it reads vertices, faces and the texture size from stdin and writes the UVs to stdout.
 """
 from __future__ import annotations
 
-import io
-import subprocess
-import sys
-
 import numpy as np
+
+from .child_process import ChildFailed, run_in_child, serve
 
 PIECE_FACES = 1024
 PADDING = 2   # texels between charts
@@ -40,19 +31,14 @@ def uv_atlas(vertices: np.ndarray, faces: np.ndarray, texture_size: int, timeout
     """Per-corner UVs (F * 3, 2) float32 in Blender's convention, packed for a ``texture_size`` square texture."""
     if len(faces) == 0:
         raise ValueError("uv_atlas: the mesh has no faces")
-    request = io.BytesIO()
-    np.savez(request, vertices=np.ascontiguousarray(vertices, np.float32), faces=np.asarray(faces, np.int64),
-             texture_size=np.int64(texture_size))
     timeout = timeout_s if timeout_s is not None else TIMEOUT_BASE_S + TIMEOUT_PER_MILLION_FACES_S * len(faces) / 1e6
     try:
-        done = subprocess.run([sys.executable, "-P", __file__], input=request.getvalue(), capture_output=True,
-                              timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise AtlasError(f"xatlas did not finish within {timeout:.0f} s for {len(faces):,} faces") from None
-    if done.returncode != 0:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
-        raise AtlasError(f"xatlas failed (exit status {done.returncode}): {' / '.join(tail) or 'no message'}")
-    return np.load(io.BytesIO(done.stdout))
+        reply = run_in_child(__name__, {"vertices": np.ascontiguousarray(vertices, np.float32),
+                                         "faces": np.asarray(faces, np.int64),
+                                         "texture_size": np.int64(texture_size)}, timeout, "xatlas")
+    except ChildFailed as exc:
+        raise AtlasError(f"{exc} for {len(faces):,} faces") from None
+    return reply["uv"]
 
 
 def _pieces(centroids: np.ndarray, max_faces: int) -> list[np.ndarray]:
@@ -118,13 +104,5 @@ def _give_uncharted_faces_neighbouring_uvs(faces: np.ndarray, uv: np.ndarray, ve
     uv[uncharted] = vertex_uv[first_known][:, None, :]
 
 
-def _main() -> None:
-    request = np.load(io.BytesIO(sys.stdin.buffer.read()))
-    uv = chart(request["vertices"], request["faces"], int(request["texture_size"]))
-    reply = io.BytesIO()
-    np.save(reply, uv)
-    sys.stdout.buffer.write(reply.getvalue())
-
-
 if __name__ == "__main__":
-    _main()
+    serve(lambda a: {"uv": chart(a["vertices"], a["faces"], int(a["texture_size"]))})

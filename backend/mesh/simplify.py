@@ -1,4 +1,5 @@
-"""Decimation to a face budget (quadric edge collapse by fast-simplification), for assets Blender can handle.
+"""Decimation to a face budget (quadric edge collapse by fast-simplification, in a child process:
+``edge_collapse.py``), for assets Blender can handle.
 
 A resolution-2048 extraction has tens of millions of faces (Neuralangelo users report 35 M); an artist wants a
 budget. Colours are not carried through the collapse: the pipeline evaluates the colour field at the decimated
@@ -21,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .child_process import ChildFailed, run_in_child
 from .cleanup import remove_degenerate_faces
 from .clustering import cluster_vertices
 
@@ -29,6 +31,12 @@ DEFAULT_AGGRESSIVENESS = 7
 LARGE_MESH_AGGRESSIVENESS = 9
 CLUSTER_ABOVE = 6
 CLUSTER_TO = 3
+TIMEOUT_BASE_S = 60.0
+TIMEOUT_PER_MILLION_FACES_S = 30.0    # 6.5 M faces took 22 s here, 1.5 M faces 2 s
+
+
+class DecimationError(RuntimeError):
+    """fast-simplification failed, crashed or ran out of time; the message says which."""
 
 
 def reduce_to_budget(vertices: torch.Tensor, faces: torch.Tensor,
@@ -46,15 +54,17 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, face_budget: int) -> tuple
         raise ValueError(f"decimate_faces must be an integer of at least 4 faces, got {face_budget!r}")
     if len(faces) <= face_budget:
         return vertices, faces
-    import fast_simplification   # imported here: the extraction path does not need it (nor the GPU machine)
-
-    points, new_faces = fast_simplification.simplify(np.asarray(vertices, np.float64), np.asarray(faces, np.int64),
-                                                     target_count=int(face_budget),
-                                                     agg=LARGE_MESH_AGGRESSIVENESS if len(faces) > LARGE_MESH_FACES
-                                                     else DEFAULT_AGGRESSIVENESS)
-    new_faces = np.asarray(new_faces, np.int64)
+    agg = LARGE_MESH_AGGRESSIVENESS if len(faces) > LARGE_MESH_FACES else DEFAULT_AGGRESSIVENESS
+    timeout = TIMEOUT_BASE_S + TIMEOUT_PER_MILLION_FACES_S * len(faces) / 1e6
+    try:
+        reply = run_in_child("carrara.backend.mesh.edge_collapse",
+                             {"vertices": np.asarray(vertices, np.float64), "faces": np.asarray(faces, np.int64),
+                              "target": np.int64(face_budget), "agg": np.int64(agg)}, timeout, "fast-simplification")
+    except ChildFailed as exc:
+        raise DecimationError(f"decimation of {len(faces):,} faces to {face_budget:,}: {exc}") from None
+    points, new_faces = reply["vertices"], reply["faces"]
     if len(new_faces) > face_budget:
-        raise RuntimeError(f"decimation left {len(new_faces)} faces, more than the budget of {face_budget}")
+        raise DecimationError(f"decimation left {len(new_faces)} faces, more than the budget of {face_budget}")
     used = np.zeros(len(points), dtype=bool)
     used[new_faces.reshape(-1)] = True
     new_index = np.cumsum(used) - 1
