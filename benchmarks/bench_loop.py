@@ -31,7 +31,7 @@ import _bootstrap
 
 CONTEXT = _bootstrap.run_context()
 
-from carrara.addon.connection import Connection  # noqa: E402  (after the bootstrap)
+from carrara.addon.connection import Connection, ConnectionState  # noqa: E402  (after the bootstrap)
 from carrara.addon.transfers import ArtifactDownload, TransferState  # noqa: E402
 from carrara.shared import protocol as p  # noqa: E402
 from carrara.shared.mesh_data import MeshData  # noqa: E402
@@ -52,6 +52,8 @@ def _download(connection: Connection, job_id: str, ref: p.ArtifactRef, folder: P
     download = ArtifactDownload(job_id, ref, folder / ref.name)
     deadline = time.monotonic() + timeout_s
     while download.state == TransferState.RUNNING and time.monotonic() < deadline:
+        if connection.state not in (ConnectionState.CONNECTED, ConnectionState.CONNECTING):
+            raise RuntimeError(f"the connection to the backend ended during a download: {connection.problem}")
         download.step(connection)
         now = time.monotonic()
         arrived = connection.poll(0.01)   # fetch replies go to the download's handlers
@@ -95,6 +97,8 @@ def run_loop(args: argparse.Namespace) -> dict[str, Any]:
         while final is None and time.monotonic() < deadline:
             polled = time.monotonic()
             pending.extend((polled, m) for m in connection.poll(0.01))
+            if connection.state not in (ConnectionState.CONNECTED, ConnectionState.CONNECTING):
+                raise RuntimeError(f"the connection to the backend ended: {connection.problem}")
             if not pending:
                 connection.wait(0.05)
             while pending and final is None:
