@@ -36,12 +36,15 @@ VARIANTS = (TritonLaunch(block=256, num_warps=4, levels_per_program=1),
             TritonLaunch(block=512, num_warps=8, levels_per_program=1),
             TritonLaunch(block=256, num_warps=8, levels_per_program=1),
             TritonLaunch(block=128, num_warps=4, levels_per_program=4),
-            TritonLaunch(block=256, num_warps=8, levels_per_program=4))
+            TritonLaunch(block=256, num_warps=8, levels_per_program=4),
+            TritonLaunch(block=256, num_warps=4, levels_per_program=1, merge_x_pairs=True),
+            TritonLaunch(block=128, num_warps=4, levels_per_program=4, merge_x_pairs=True))
 CHECK_TOLERANCE = 1e-5   # ||triton - float64 reference|| / ||reference||; float32 arithmetic lands near 1e-7
 
 
 def variant_name(launch: TritonLaunch) -> str:
-    return f"triton_b{launch.block}_w{launch.num_warps}_lpp{launch.levels_per_program}"
+    return (f"triton_b{launch.block}_w{launch.num_warps}_lpp{launch.levels_per_program}"
+            + ("_xpairs" if launch.merge_x_pairs else ""))
 
 
 def rel_error(value: torch.Tensor, reference: torch.Tensor) -> float:
@@ -127,6 +130,7 @@ def bench_setting(setting: dict[str, Any], args: argparse.Namespace, timer: Time
         "goal_points_per_s": setting["goal_points_per_s"], "checks": {}, "timings": {}}
     results["settings"][setting["name"]] = entry
     variants = VARIANTS[:2] if args.smoke else VARIANTS
+    variants = tuple(v for v in variants if not (v.merge_x_pairs and config.features_per_level > 2))   # ignored
 
     for launch in variants:   # correctness first; this also compiles every kernel before any timing
         errors = check_variant(hashgrid_triton, config, launch, args.check_points, device)

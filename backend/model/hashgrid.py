@@ -216,11 +216,20 @@ def encode_reference(x01: torch.Tensor, table: torch.Tensor, config: HashGridCon
 
 @dataclass(frozen=True)
 class TritonLaunch:
-    """Kernel shape: points per program, warps, and consecutive levels per program (1 = sweep level by level)."""
+    """Kernel shape: points per program, warps, and consecutive levels per program (1 = sweep level by level).
+
+    ``merge_x_pairs``: in the backward, the two x-neighbours of a cell corner that fill one aligned pair of
+    entries (about half of them) go out as one 16-byte reduction instead of two of 8 bytes (SASS for sm_90: 8
+    ``REDG.E.ADD.F32x4`` beside 16 predicated ``F32x2`` per thread and level, against 16 ``F32x2``): about a
+    quarter fewer reductions reach L2, for more instructions. Only at F <= 2: 16 bytes is the widest f32
+    reduction, so at F=8 merging only doubles the instructions (64 ``F32x4`` against 32); it is ignored there.
+    The benchmark decides whether it pays.
+    """
 
     block: int = 256
     num_warps: int = 4
     levels_per_program: int = 1
+    merge_x_pairs: bool = False
 
     def __post_init__(self) -> None:
         if self.block < 16 or self.block & (self.block - 1):

@@ -137,22 +137,40 @@ def _encode_forward_kernel(x_ptr, table_ptr, out_ptr, scales_ptr, meta_ptr, n_po
 @triton.jit
 def _encode_backward_kernel(x_ptr, grad_out_ptr, grad_table_ptr, scales_ptr, meta_ptr, n_points, active_levels,
                             N_LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr,
-                            LEVELS_PER_PROGRAM: tl.constexpr):
+                            LEVELS_PER_PROGRAM: tl.constexpr, MERGE_X_PAIRS: tl.constexpr):
     first, local, row_ok, x, y, z = _load_points(x_ptr, n_points, BLOCK)
     features = tl.arange(0, F)
     grad_out_ptr += first * (N_LEVELS * F)
     for i in tl.static_range(LEVELS_PER_PROGRAM):
         level = tl.program_id(1) * LEVELS_PER_PROGRAM + i
         lane_ok = (row_ok & (level < active_levels))[:, None]
-        grad = tl.load(grad_out_ptr + local[:, None] * (N_LEVELS * F) + level * F + features[None, :],
-                       mask=lane_ok, other=0.0, eviction_policy="evict_first")
+        grad_row = grad_out_ptr + local[:, None] * (N_LEVELS * F) + level * F
+        grad = tl.load(grad_row + features[None, :], mask=lane_ok, other=0.0, eviction_policy="evict_first")
         vx, vy, vz, fx, fy, fz, resolution, size, hashed, offset = _level_cell(
             x, y, z, level, scales_ptr, meta_ptr, N_LEVELS)
-        level_grad = grad_table_ptr + offset.to(tl.int64) * F
-        for corner in tl.static_range(8):
-            index, weight = _corner(corner, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
-            tl.atomic_add(level_grad + index[:, None] * F + features[None, :], weight[:, None] * grad,
-                          mask=lane_ok, sem="relaxed")
+        level_grad = grad_table_ptr + tl.multiple_of(offset.to(tl.int64) * F, 8 * F)   # level sizes: multiples of 8
+        if MERGE_X_PAIRS:
+            pair = tl.arange(0, 2 * F)
+            grad_twice = tl.load(grad_row + (pair % F)[None, :], mask=lane_ok, other=0.0)   # the row again: cached
+            for yz in tl.static_range(4):
+                low, low_weight = _corner(2 * yz, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
+                high, high_weight = _corner(2 * yz + 1, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
+                merged = ((low ^ high) == 1)[:, None]       # entries 2k and 2k+1: one aligned run of 2F floats
+                low_even = (low & 1) == 0
+                even_weight = tl.where(low_even, low_weight, high_weight)
+                odd_weight = tl.where(low_even, high_weight, low_weight)
+                pair_weight = tl.where(pair[None, :] < F, even_weight[:, None], odd_weight[:, None])
+                tl.atomic_add(level_grad + (low >> 1)[:, None] * (2 * F) + pair[None, :], pair_weight * grad_twice,
+                              mask=lane_ok & merged, sem="relaxed")
+                tl.atomic_add(level_grad + low[:, None] * F + features[None, :], low_weight[:, None] * grad,
+                              mask=lane_ok & ~merged, sem="relaxed")
+                tl.atomic_add(level_grad + high[:, None] * F + features[None, :], high_weight[:, None] * grad,
+                              mask=lane_ok & ~merged, sem="relaxed")
+        else:
+            for corner in tl.static_range(8):
+                index, weight = _corner(corner, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
+                tl.atomic_add(level_grad + index[:, None] * F + features[None, :], weight[:, None] * grad,
+                              mask=lane_ok, sem="relaxed")
 
 
 def _check_device(x01: torch.Tensor, table: torch.Tensor) -> None:
@@ -194,7 +212,7 @@ def backward_into(grad_table: torch.Tensor, x01: torch.Tensor, grad_out: torch.T
         _encode_backward_kernel[_grid(n_points, groups, launch)](
             x01, grad_out, grad_table, scales, meta, n_points, active_levels, N_LEVELS=config.n_levels,
             F=config.features_per_level, BLOCK=launch.block, LEVELS_PER_PROGRAM=launch.levels_per_program,
-            num_warps=launch.num_warps)
+            MERGE_X_PAIRS=launch.merge_x_pairs and 2 * config.features_per_level <= 4, num_warps=launch.num_warps)
     return grad_table
 
 

@@ -243,7 +243,8 @@ cuda_only = pytest.mark.skipif(
 TOLERANCE = 1e-5   # ||triton - float64 reference|| / ||reference||; float32 arithmetic lands near 1e-7
 GPU_LAUNCHES = (TritonLaunch(), TritonLaunch(block=128, num_warps=4, levels_per_program=4),
                 TritonLaunch(block=512, num_warps=8, levels_per_program=1),
-                TritonLaunch(block=64, num_warps=2, levels_per_program=3))   # groups that run past level 15
+                TritonLaunch(block=64, num_warps=2, levels_per_program=3),   # groups that run past level 15
+                TritonLaunch(merge_x_pairs=True), TritonLaunch(block=128, levels_per_program=4, merge_x_pairs=True))
 
 
 def rel_error(value: torch.Tensor, reference: torch.Tensor) -> float:
@@ -257,7 +258,8 @@ def fresh_generator() -> tuple[torch.Generator, int]:
 
 @cuda_only
 @pytest.mark.parametrize("features, log2_size", [(2, 19), (8, 22)])
-@pytest.mark.parametrize("launch", GPU_LAUNCHES, ids=lambda l: f"b{l.block}w{l.num_warps}lpp{l.levels_per_program}")
+@pytest.mark.parametrize("launch", GPU_LAUNCHES, ids=lambda l: f"b{l.block}w{l.num_warps}lpp{l.levels_per_program}"
+                                                          f"{'x2' if l.merge_x_pairs else ''}")
 def test_triton_matches_reference_on_gpu(features: int, log2_size: int, launch: TritonLaunch) -> None:
     from carrara.backend.model import hashgrid_triton
 

@@ -25,7 +25,7 @@ def test_triton_kernels_match_reference_in_interpreter() -> None:
     env = dict(os.environ, TRITON_INTERPRET="1")
     result = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"interpreter checks failed:\n{result.stdout}\n{result.stderr[-4000:]}"
-    assert "interpreter checks passed: 9" in result.stdout, result.stdout
+    assert "interpreter checks passed: 12" in result.stdout, result.stdout
 
 
 def _run_checks() -> int:
@@ -50,7 +50,10 @@ def _run_checks() -> int:
              (dense_and_hashed, TritonLaunch(block=64, levels_per_program=4), 3),
              (dense_and_hashed, TritonLaunch(block=64, levels_per_program=1), 0),
              (wide, TritonLaunch(block=64, levels_per_program=1), 3),
-             (wide, TritonLaunch(block=64, levels_per_program=3), 2)]
+             (wide, TritonLaunch(block=64, levels_per_program=3), 2),
+             (dense_and_hashed, TritonLaunch(block=64, levels_per_program=1, merge_x_pairs=True), 4),
+             (dense_and_hashed, TritonLaunch(block=16, levels_per_program=3, merge_x_pairs=True), 3),
+             (wide, TritonLaunch(block=64, levels_per_program=1, merge_x_pairs=True), 3)]
     checked = 0
     for config, launch, active in cases:
         table = torch.rand(config.n_params, generator=generator) * 2 - 1
