@@ -149,16 +149,17 @@ class Trainer:
                                       background_rgb=background, generator=self.render_generator)
         w = s.losses
         mask = result.sample_mask.float()
-        gradient = result.gradient
+        eikonal_gradient, eikonal_mask = result.gradient, mask
         ball_points = int(w.eikonal_ball_points_per_ray * s.rays_per_iter)
         if ball_points:
             ball = self.model.sdf_field.with_derivatives(
                 uniform_in_unit_ball(ball_points, self.render_generator, self.device), self.model.gradient_step,
                 self.model.active_levels)
-            gradient, mask = torch.cat((gradient, ball.gradient)), torch.cat((mask, mask.new_ones(ball_points)))
+            eikonal_gradient = torch.cat((eikonal_gradient, ball.gradient))
+            eikonal_mask = torch.cat((eikonal_mask, mask.new_ones(ball_points)))
         terms = {"rgb": losses.rgb_l1(result.rgb, target),
-                 "eikonal": losses.eikonal(gradient, mask),
-                 "curvature": losses.curvature(result.laplacian, result.sample_mask.float())}
+                 "eikonal": losses.eikonal(eikonal_gradient, eikonal_mask),
+                 "curvature": losses.curvature(result.laplacian, mask)}
         total = w.rgb * terms["rgb"] + w.eikonal * terms["eikonal"] + self.schedule.curvature(it) * terms["curvature"]
         if s.use_mask and batch.alpha is not None and w.mask > 0:
             terms["mask"] = losses.mask_bce(result.opacity, batch.alpha)
