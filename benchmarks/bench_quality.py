@@ -10,6 +10,11 @@ One run per dataset, with the engine's own trainer and memory plan. Its iteratio
 first. At each budget the clock stops, a mesh is extracted at ``--resolution`` (no colours) and measured, and the
 clock runs on: the times are training time, the extraction time is reported apart.
 
+A run longer than one command may last (the GPU machine's limit is 10 minutes; the 10-minute point needs about
+12) is split: ``--wall-limit-s`` stops training before the command's time is up, writes the trainer's checkpoint
+and the figures so far to ``--state``, and a second command with the same ``--state`` (its other options are taken
+from there) goes on where the first stopped; the training clock counts only training in both.
+
 Figures per budget: held-out PSNR (the dataset's evenly spaced held-out photos); with ``--truth`` (render_bunny.py's
 bunny_meta.json) accuracy, completeness and Chamfer as fractions of the sphere radius (chamfer.py). Baselines of the
 same command: the untrained model (geometric initialisation, iteration 0), and for Chamfer the goal of 0.2 % of the
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -37,6 +43,7 @@ from carrara.backend.mesh.export import write_ply  # noqa: E402
 from carrara.backend.mesh.pipeline import build_mesh  # noqa: E402
 from carrara.backend.mesh.simplify import reduce_to_budget  # noqa: E402
 from carrara.backend.reconstruct import new_run_settings  # noqa: E402
+from carrara.backend.train.checkpoint import load_latest, save_checkpoint, write_json_atomic  # noqa: E402
 from carrara.backend.train.trainer import Trainer  # noqa: E402
 from carrara.shared.mesh_data import MeshData  # noqa: E402
 from carrara.shared.sphere import BoundingSphere  # noqa: E402
@@ -46,6 +53,7 @@ CHAMFER_GOAL = 0.002            # of the radius, within GOAL_MINUTES on one H100
 GOAL_MINUTES = 5.0
 CALIBRATION_STEPS = 40
 KEPT_FACES = 300_000
+SAVE_RESERVE_S = 60.0           # of --wall-limit-s kept for writing the state (a few GB of parameters and moments)
 
 
 def _sphere(dataset_path: Path, truth: dict[str, Any] | None, scene_type: str) -> BoundingSphere:
@@ -99,13 +107,41 @@ def evaluate(trainer: Trainer, resolution: int, truth_path: Path | None, work: P
     return entry
 
 
-def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+# The options a continued run takes from its state, so both halves measure one and the same run.
+RUN_OPTIONS = ("dataset", "truth", "name", "minutes", "preset", "scene_type", "resolution", "keep_meshes",
+               "eikonal_ball_points")
+
+
+def _restore_options(args: argparse.Namespace, saved: dict[str, Any]) -> None:
+    for key in RUN_OPTIONS:
+        value = saved["options"][key]
+        setattr(args, key, Path(value) if key in ("dataset", "truth", "keep_meshes") and value else value)
+
+
+def _save_state(state_dir: Path, trainer: Trainer, progress: dict[str, Any]) -> None:
+    """The trainer's checkpoint, then the figures: a state without its checkpoint is never left behind."""
+    save_checkpoint(trainer.checkpoint_state(), state_dir, trainer.iteration, keep=1)
+    write_json_atomic(state_dir / "progress.json", {**progress, "iteration": trainer.iteration})
+
+
+def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any] | None:
+    """The figures of the whole run, or None when the command's time ran out first and the state was saved."""
+    begun = time.perf_counter()
+    progress_path = args.state / "progress.json" if args.state else None
+    saved = json.loads(progress_path.read_text()) if progress_path and progress_path.is_file() else None
+    if saved:
+        _restore_options(args, saved)
+        print(f"continuing {args.state} at iteration {saved['iteration']} "
+              f"({saved['trained_s']:.0f} s trained, {len(saved['points'])} budgets measured)", flush=True)
     truth = json.loads(args.truth.read_text()) if args.truth else None
     sphere = _sphere(args.dataset, truth, args.scene_type)
     dataset = load_dataset(args.dataset, sphere=sphere, scene_type=args.scene_type)
     budgets_s = sorted(m * 60.0 for m in args.minutes)
-    settings, plan = new_run_settings(args.preset, dataset, args.scene_type, device)
-    rate = calibrate(dataset, settings, plan, device, args.calibration_steps)
+    if saved:
+        rate = saved["calibrated_it_per_s"]
+    else:
+        settings, plan = new_run_settings(args.preset, dataset, args.scene_type, device)
+        rate = calibrate(dataset, settings, plan, device, args.calibration_steps)
     iterations = max(10, int(rate * budgets_s[-1]))
     print(f"calibration: {rate:.1f} it/s; {iterations} iterations laid over {budgets_s[-1]:.0f} s", flush=True)
     settings, plan = new_run_settings(args.preset, dataset, args.scene_type, device, iterations)
@@ -114,20 +150,41 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         settings = replace(settings, losses=losses)
     trainer = Trainer(dataset, settings, device=device, image_budget=plan.image_cache_bytes if plan else 1 << 30)
     work = Path(tempfile.mkdtemp(prefix="carrara-quality-"))
-    points: list[dict[str, Any]] = []
     try:
-        initial = evaluate(trainer, args.resolution, args.truth, work)
-        print(f"untrained: PSNR {initial['psnr_held_out']:.2f} dB, chamfer {initial.get('chamfer')}", flush=True)
-        trained_s = 0.0
-        for budget in budgets_s:
+        if saved:
+            found = load_latest(args.state)
+            if found is None:
+                raise SystemExit(f"{args.state}: progress.json but no checkpoint; start again with an empty --state")
+            trainer.load_state_dict(found[1])
+            initial, points, trained_s = saved["initial"], saved["points"], float(saved["trained_s"])
+        else:
+            initial = evaluate(trainer, args.resolution, args.truth, work)
+            points, trained_s = [], 0.0
+            print(f"untrained: PSNR {initial['psnr_held_out']:.2f} dB, chamfer {initial.get('chamfer')}", flush=True)
+        # an evaluation's time, kept free at the end of the command's time along with the state's writing
+        evaluation_s = max([initial["evaluation_seconds"]] + [p["evaluation_seconds"] for p in points])
+        for budget in budgets_s[len(points):]:
             _bootstrap.cuda_sync(device)
             start = time.perf_counter()
+            stopped = False
             while trainer.iteration < settings.iterations and trained_s + time.perf_counter() - start < budget:
+                if args.wall_limit_s and trainer.iteration % 32 == 0 and (
+                        time.perf_counter() - begun > args.wall_limit_s - args.save_reserve_s - 1.5 * evaluation_s):
+                    stopped = True
+                    break
                 trainer.step()
                 if trainer.iteration % 32 == 0:
                     _bootstrap.cuda_sync(device)
             _bootstrap.cuda_sync(device)
             trained_s += time.perf_counter() - start
+            if stopped:
+                options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in RUN_OPTIONS}
+                _save_state(args.state, trainer, {"options": options, "calibrated_it_per_s": rate,
+                                                  "initial": initial, "points": points, "trained_s": trained_s})
+                print(f"stopped at iteration {trainer.iteration} after {trained_s:.0f} s of training, before "
+                      f"--wall-limit-s; state in {args.state}: run again with --state {args.state} to go on",
+                      flush=True)
+                return None
             entry = {"minutes": budget / 60.0, "training_seconds": trained_s,
                      **evaluate(trainer, args.resolution, args.truth, work, args.keep_meshes)}
             if "chamfer" in entry and "chamfer" in initial:
@@ -140,11 +197,15 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
                      f"completeness {entry['completeness'] * 100:.3f})" if "chamfer" in entry else ""), flush=True)
     finally:
         trainer.close()
+    if args.state:   # the run is whole: its state (GBs of checkpoint) must not be continued a second time
+        shutil.rmtree(args.state, ignore_errors=True)
     result: dict[str, Any] = {
         "dataset": str(args.dataset), "photos": len(dataset.views), "held_out_photos": len(dataset.validation),
         "use_alpha": dataset.use_alpha, "preset": args.preset, "scene_type": args.scene_type,
         "eikonal_ball_points_per_ray": settings.losses.eikonal_ball_points_per_ray,
         "calibrated_it_per_s": rate, "iterations": iterations, "rays_per_iter": settings.rays_per_iter,
+        "commands": 1 + int(bool(saved)),
+        "views_elevation_range_deg": truth["render"].get("elevation_range_deg") if truth else None,
         "plan": plan.to_json() if plan else None, "mesh_resolution": args.resolution,
         "baseline_untrained": initial, "points": points,
     }
@@ -169,15 +230,27 @@ def main() -> None:
                         help=f"folder for each evaluated mesh, decimated to {KEPT_FACES:,} faces")
     parser.add_argument("--eikonal-ball-points", type=float, default=None,
                         help="eikonal points in the unit ball per ray, instead of the preset's (0 turns them off)")
+    parser.add_argument("--wall-limit-s", type=float, default=None,
+                        help="this command's time: stop training before it is up and write --state")
+    parser.add_argument("--state", type=Path, default=None,
+                        help="folder for a run split over commands: written when --wall-limit-s stops it, "
+                             "read (with the run's options) when it holds a state")
+    parser.add_argument("--save-reserve-s", type=float, default=SAVE_RESERVE_S,
+                        help="seconds of --wall-limit-s kept for writing the state")
     parser.add_argument("--smoke", action="store_true", help="CPU, the ci preset, seconds: checks the script runs")
     args = parser.parse_args()
+    if args.wall_limit_s and not args.state:
+        parser.error("--wall-limit-s needs --state, the folder the stopped run is written to")
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     if args.smoke:
         args.preset, args.minutes, args.resolution, args.calibration_steps = "ci", [0.05, 0.1], 48, 3
     elif device.type != "cuda":
         raise SystemExit("bench_quality.py needs a CUDA GPU (use --smoke to check the script on the CPU)")
     torch.set_float32_matmul_precision("high")
-    payload = {**CONTEXT, "benchmark": "quality", "name": args.name, **run(args, device)}
+    figures = run(args, device)
+    if figures is None:
+        return
+    payload = {**CONTEXT, "benchmark": "quality", "name": args.name, **figures}
     name = f"quality_{args.name}_" + (_bootstrap.gpu_slug(CONTEXT["device"]) if device.type == "cuda"
                                       else "cpu-smoke")
     for path in _bootstrap.write_results(name, payload):
