@@ -240,6 +240,16 @@ class TritonLaunch:
             raise ValueError(f"TritonLaunch.levels_per_program must be >= 1, got {self.levels_per_program}")
 
 
+def measured_launch(config: HashGridConfig) -> TritonLaunch:
+    """The kernel shape that ran fastest for this feature width in the encoding benchmark (fwd + bwd, H200,
+    2026-12-02, benchmarks/results/encoding_nvidia-h200.json): at F <= 2, 128 points, 4 levels a program and the
+    x pairs merged, 0.513 G points/s against 0.400 for the plain 256/1 shape; at F=8 the shapes lie within 1 %
+    (0.157-0.159), four levels a program lose 17 %, so one level of 128 points."""
+    if config.features_per_level <= 2:
+        return TritonLaunch(block=128, num_warps=4, levels_per_program=4, merge_x_pairs=True)
+    return TritonLaunch(block=128, num_warps=4, levels_per_program=1)
+
+
 @functools.cache
 def triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
@@ -260,7 +270,7 @@ class HashGridEncoding(torch.nn.Module):
             raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
         self.config = config or HashGridConfig()
         self.implementation = implementation
-        self.launch = launch or TritonLaunch()
+        self.launch = launch or measured_launch(self.config)
         bound = self.config.init_range
         self.table = torch.nn.Parameter(torch.empty(self.config.n_params).uniform_(-bound, bound))
         # Held in a tuple so that tcnn's own module (and its parameter) stays out of ours and of state_dict.

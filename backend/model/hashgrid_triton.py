@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from .hashgrid import (HASH_PRIMES, HashGridConfig, TritonLaunch, check_active_levels, check_positions,
-                       grid_levels, triton_interpreter_enabled)
+                       grid_levels, measured_launch, triton_interpreter_enabled)
 
 _META_FIELDS: tl.constexpr = tl.constexpr(4)   # per level, int32: entry offset, size, resolution, hashed
 _PRIME_Y: tl.constexpr = tl.constexpr(HASH_PRIMES[1])
@@ -246,4 +246,5 @@ def encode(x01: torch.Tensor, table: torch.Tensor, config: HashGridConfig, activ
     if table.dtype != torch.float32 or table.numel() != config.n_params:
         raise ValueError(f"hash-grid table must be float32 with {config.n_params} elements for this config, got "
                          f"{table.dtype} with {table.numel()}")
-    return _EncodeFunction.apply(x01.detach().float().contiguous(), table, config, active, launch or TritonLaunch())
+    return _EncodeFunction.apply(x01.detach().float().contiguous(), table, config, active,
+                                 launch or measured_launch(config))
