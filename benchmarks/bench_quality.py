@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -43,7 +42,8 @@ from carrara.backend.mesh.export import write_ply  # noqa: E402
 from carrara.backend.mesh.pipeline import build_mesh  # noqa: E402
 from carrara.backend.mesh.simplify import reduce_to_budget  # noqa: E402
 from carrara.backend.reconstruct import new_run_settings  # noqa: E402
-from carrara.backend.train.checkpoint import load_latest, save_checkpoint, write_json_atomic  # noqa: E402
+from carrara.backend.train.checkpoint import (list_checkpoints, load_latest, save_checkpoint,  # noqa: E402
+                                              write_json_atomic)
 from carrara.backend.train.trainer import Trainer  # noqa: E402
 from carrara.shared.mesh_data import MeshData  # noqa: E402
 from carrara.shared.sphere import BoundingSphere  # noqa: E402
@@ -129,6 +129,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any] | None
     begun = time.perf_counter()
     progress_path = args.state / "progress.json" if args.state else None
     saved = json.loads(progress_path.read_text()) if progress_path and progress_path.is_file() else None
+    commands = saved["commands"] + 1 if saved else 1
     if saved:
         _restore_options(args, saved)
         print(f"continuing {args.state} at iteration {saved['iteration']} "
@@ -180,7 +181,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any] | None
             if stopped:
                 options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in RUN_OPTIONS}
                 _save_state(args.state, trainer, {"options": options, "calibrated_it_per_s": rate,
-                                                  "initial": initial, "points": points, "trained_s": trained_s})
+                                                  "commands": commands, "initial": initial, "points": points, "trained_s": trained_s})
                 print(f"stopped at iteration {trainer.iteration} after {trained_s:.0f} s of training, before "
                       f"--wall-limit-s; state in {args.state}: run again with --state {args.state} to go on",
                       flush=True)
@@ -198,13 +199,14 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any] | None
     finally:
         trainer.close()
     if args.state:   # the run is whole: its state (GBs of checkpoint) must not be continued a second time
-        shutil.rmtree(args.state, ignore_errors=True)
+        for path in [args.state / "progress.json", *list_checkpoints(args.state)]:
+            path.unlink(missing_ok=True)
     result: dict[str, Any] = {
         "dataset": str(args.dataset), "photos": len(dataset.views), "held_out_photos": len(dataset.validation),
         "use_alpha": dataset.use_alpha, "preset": args.preset, "scene_type": args.scene_type,
         "eikonal_ball_points_per_ray": settings.losses.eikonal_ball_points_per_ray,
         "calibrated_it_per_s": rate, "iterations": iterations, "rays_per_iter": settings.rays_per_iter,
-        "commands": 1 + int(bool(saved)),
+        "commands": commands,
         "views_elevation_range_deg": truth["render"].get("elevation_range_deg") if truth else None,
         "plan": plan.to_json() if plan else None, "mesh_resolution": args.resolution,
         "baseline_untrained": initial, "points": points,
