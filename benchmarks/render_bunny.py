@@ -43,8 +43,8 @@ FOV_X_RAD = math.radians(40.0)
 # Views cover elevations from 60 degrees below the horizon to 80 above, never exactly from a pole, where "up" is
 # undefined. The bunny's flat base is about 12 % of its area: views from at most 20 degrees below (the first range,
 # chosen while the holes were open) saw it at 7 degrees or less, and the H200's meshes carved a tunnel up through
-# it that no photo could show and that made most of the Chamfer error. ``--elevation-range -20 80`` still renders
-# that set, a test of the engine's priors where nothing is seen rather than of its reconstruction.
+# it that the photos hardly showed and that made most of the Chamfer error. ``--elevation-range -20 80`` still
+# renders that set, a test of the engine's priors where little is seen rather than of its reconstruction.
 ELEVATION_RANGE_DEG = (-60.0, 80.0)
 HELD_OUT_EVERY = 10            # every 10th view is suggested for held-out PSNR
 
