@@ -179,9 +179,11 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any] | None
             _bootstrap.cuda_sync(device)
             trained_s += time.perf_counter() - start
             if stopped:
-                options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in RUN_OPTIONS}
+                options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                           if k in RUN_OPTIONS}
                 _save_state(args.state, trainer, {"options": options, "calibrated_it_per_s": rate,
-                                                  "commands": commands, "initial": initial, "points": points, "trained_s": trained_s})
+                                                  "commands": commands, "initial": initial,
+                                                  "points": points, "trained_s": trained_s})
                 print(f"stopped at iteration {trainer.iteration} after {trained_s:.0f} s of training, before "
                       f"--wall-limit-s; state in {args.state}: run again with --state {args.state} to go on",
                       flush=True)

@@ -21,8 +21,8 @@
   are first clustered on the device, ``clustering.py``), vertex colours
   seen head-on along the SDF normal (``colors.py``), and, if ``texture_size`` > 0, a UV atlas (``atlas.py``) with
   the colour field baked into a ``texture_size``^2 PNG (``texture.py``). The native tools (edge collapse, atlas)
-  run in child processes (``child_process.py``) so that the server keeps answering meanwhile. Colours are computed after decimation, at the
-  vertices that remain, so they stay exact.
+  run in child processes (``child_process.py``) so that the server keeps answering meanwhile. Colours are
+  computed after decimation, at the vertices that remain, so they stay exact.
 - A preview is ``build_mesh(..., resolution=128..256)``; the final asset adds ``decimate_faces`` and
   ``texture_size``. Files: ``export.write_ply`` / ``export.write_glb`` take the returned ``MeshData``.
 """
