@@ -27,6 +27,7 @@ def prepare(fox: Path, out: Path) -> Path:
     rec, extras = read_transforms(fox)
     for warning in extras.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)  # COLMAP's undistorter creates only the last folder
     with tempfile.TemporaryDirectory(prefix="carrara-fox-") as model:
         write_model(rec, model)
         pycolmap.undistort_images(out, model, rec.images_dir)
