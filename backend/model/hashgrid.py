@@ -214,6 +214,11 @@ def encode_reference(x01: torch.Tensor, table: torch.Tensor, config: HashGridCon
     return torch.cat(columns, dim=1)
 
 
+# A level's gradient table up to this size takes its reductions in L2 (50 MB on the H100 and H200): two thirds of it,
+# the rest for the streams beside. Above it ``TritonLaunch.grad_partitions`` splits the level into passes.
+GRAD_PARTITION_BUDGET_BYTES = 32 * 2 ** 20
+
+
 @dataclass(frozen=True)
 class TritonLaunch:
     """Kernel shape: points per program, warps, and consecutive levels per program (1 = sweep level by level).
@@ -224,12 +229,29 @@ class TritonLaunch:
     quarter fewer reductions reach L2, for more instructions. Only at F <= 2: 16 bytes is the widest f32
     reduction, so at F=8 merging only doubles the instructions (64 ``F32x4`` against 32); it is ignored there.
     On the H200 it made F=2 fwd + bwd 15-19 % faster (``measured_launch`` uses it).
+
+    ``merge_x_pairs_forward``: the same pairs in the forward, one 16-byte load (``LDG.E.128``) instead of two of
+    8 bytes; the features are bit for bit those of the unmerged forward. A flag of its own, so that the
+    backward's measured shape keeps its meaning and the benchmark times the forward's merge beside it. Predicted:
+    at most a few per cent on the forward, which is not L2-bound (1.1 G points/s, half its time in index
+    arithmetic) and whose neighbour loads L1 often serves already; ignored at F > 2 as in the backward.
+
+    ``grad_partitions`` (P, a power of two): in the backward, a level whose gradient table is larger than
+    ``partition_budget_bytes`` is swept P times over the same points, pass p taking only the reductions into
+    the p-th of P equal ranges of its entries (even bounds: a merged pair never straddles two), so that the random
+    read-modify-writes of a pass stay in an L2-sized slice instead of missing to HBM. Passes run in order (the grid
+    is point blocks fastest, then passes, then levels); levels that fit take one pass. Predicted at F=8, T=22
+    (levels of 128 MiB, L2 50 MB): backward about 25 % faster with P=4, less with P=8 (each pass issues the
+    whole index arithmetic again); no change at F=2, T=19, where every level fits. One level a program only.
     """
 
     block: int = 256
     num_warps: int = 4
     levels_per_program: int = 1
     merge_x_pairs: bool = False
+    merge_x_pairs_forward: bool = False
+    grad_partitions: int = 1
+    partition_budget_bytes: int = GRAD_PARTITION_BUDGET_BYTES   # tests lower it to split tiny levels
 
     def __post_init__(self) -> None:
         if self.block < 16 or self.block & (self.block - 1):
@@ -238,6 +260,13 @@ class TritonLaunch:
             raise ValueError(f"TritonLaunch.num_warps must be 1, 2, 4, 8 or 16, got {self.num_warps}")
         if self.levels_per_program < 1:
             raise ValueError(f"TritonLaunch.levels_per_program must be >= 1, got {self.levels_per_program}")
+        if self.grad_partitions < 1 or self.grad_partitions & (self.grad_partitions - 1):
+            raise ValueError(f"TritonLaunch.grad_partitions must be a power of two >= 1, got {self.grad_partitions}")
+        if self.grad_partitions > 1 and self.levels_per_program > 1:
+            raise ValueError("TritonLaunch.grad_partitions > 1 needs levels_per_program=1 (a pass is one level's "
+                             f"entry range), got levels_per_program={self.levels_per_program}")
+        if self.partition_budget_bytes < 0:
+            raise ValueError(f"TritonLaunch.partition_budget_bytes must be >= 0, got {self.partition_budget_bytes}")
 
 
 def measured_launch(config: HashGridConfig) -> TritonLaunch:

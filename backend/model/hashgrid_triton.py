@@ -13,7 +13,12 @@ The design, with its byte counts and predictions, is in benchmarks/NOTES-encodin
   the tables out of L2. A row's 32-byte sector holds 32/(4F) levels, so at F=2 one level per program writes
   (and reads) each sector in four partial pieces; 4 levels per program writes it whole. The benchmark decides.
 - The F features of a vertex are one vector load (8 B at F=2, 2 x 16 B at F=8) and, in the backward, one vector
-  reduction (``red.global.add.v2/v4.f32`` on sm_90, checked in the SASS): no return value, relaxed ordering.
+  reduction (``red.global.add.v2/v4.f32`` on sm_90, checked in the SASS): no return value, relaxed ordering. At
+  F <= 2 a corner's x-neighbours that are entries 2k and 2k+1 can share one 16-byte access (``merge_x_pairs``,
+  ``merge_x_pairs_forward``).
+- Optionally (``grad_partitions``) the backward sweeps a level too large for L2 in several passes over the same
+  points, each taking the reductions into one range of the level's entries: the grid is then (point blocks,
+  passes), the passes listed level by level (``grad_passes``), so the GPU runs them in that order.
 - fp32 storage and arithmetic. fp16 storage is not offered: a random gather costs a 32-byte sector whatever the
   entry size, so halving the entry would move about as many bytes, for 3 significant digits fewer.
 - Hashing uses uint32 wrap-around multiplication (tcnn's semantics); in-level indices are int32 (2^24 entries x 8
@@ -113,9 +118,25 @@ def _corner(CORNER: tl.constexpr, vx, vy, vz, fx, fy, fz, resolution, size, hash
 
 
 @triton.jit
+def _level_base(ptr, offset, F: tl.constexpr):
+    """The level's first element. Level sizes are multiples of 8 entries; stated on the int64 element offset (on
+    the int32 entry offset the hint was lost in the conversion), so an aligned pair of entries is one 16-byte access."""
+    return ptr + tl.multiple_of(offset.to(tl.int64) * F, 8 * F)
+
+
+@triton.jit
+def _x_pair(YZ: tl.constexpr, vx, vy, vz, fx, fy, fz, resolution, size, hashed):
+    """The corners 2*YZ and 2*YZ+1 (x-neighbours): entries and weights, whether they are entries 2k and 2k+1 (index
+    XOR 1: one aligned run of 2F floats at 2k*F), and whether the lower-x corner holds the even one."""
+    low, low_weight = _corner(2 * YZ, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
+    high, high_weight = _corner(2 * YZ + 1, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
+    return low, low_weight, high, high_weight, (low ^ high) == 1, (low & 1) == 0
+
+
+@triton.jit
 def _encode_forward_kernel(x_ptr, table_ptr, out_ptr, scales_ptr, meta_ptr, n_points, active_levels,
                            N_LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr,
-                           LEVELS_PER_PROGRAM: tl.constexpr):
+                           LEVELS_PER_PROGRAM: tl.constexpr, MERGE_X_PAIRS: tl.constexpr):
     first, local, row_ok, x, y, z = _load_points(x_ptr, n_points, BLOCK)
     features = tl.arange(0, F)
     out_ptr += first * (N_LEVELS * F)
@@ -124,53 +145,88 @@ def _encode_forward_kernel(x_ptr, table_ptr, out_ptr, scales_ptr, meta_ptr, n_po
         lane_ok = (row_ok & (level < active_levels))[:, None]
         vx, vy, vz, fx, fy, fz, resolution, size, hashed, offset = _level_cell(
             x, y, z, level, scales_ptr, meta_ptr, N_LEVELS)
-        level_table = table_ptr + offset.to(tl.int64) * F
+        level_table = _level_base(table_ptr, offset, F)
         acc = tl.zeros((BLOCK, F), dtype=tl.float32)
-        for corner in tl.static_range(8):
-            index, weight = _corner(corner, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
-            values = tl.load(level_table + index[:, None] * F + features[None, :], mask=lane_ok, other=0.0)
-            acc += weight[:, None] * values
+        if MERGE_X_PAIRS:
+            pair = tl.arange(0, 2 * F)
+            for yz in tl.static_range(4):
+                low, low_weight, high, high_weight, merged, low_even = _x_pair(
+                    yz, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
+                merged = merged[:, None]
+                low_even = low_even[:, None]
+                both = tl.load(level_table + (low >> 1)[:, None] * (2 * F) + pair[None, :], mask=lane_ok & merged,
+                               other=0.0)
+                even, odd = tl.split(tl.permute(tl.reshape(both, (BLOCK, 2, F)), (0, 2, 1)))
+                single = lane_ok & ~merged
+                low_values = tl.load(level_table + low[:, None] * F + features[None, :], mask=single, other=0.0)
+                high_values = tl.load(level_table + high[:, None] * F + features[None, :], mask=single, other=0.0)
+                # the unmerged kernel's products in its order, so the features are bit for bit the same
+                acc += low_weight[:, None] * tl.where(merged, tl.where(low_even, even, odd), low_values)
+                acc += high_weight[:, None] * tl.where(merged, tl.where(low_even, odd, even), high_values)
+        else:
+            for corner in tl.static_range(8):
+                index, weight = _corner(corner, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
+                values = tl.load(level_table + index[:, None] * F + features[None, :], mask=lane_ok, other=0.0)
+                acc += weight[:, None] * values
         tl.store(out_ptr + local[:, None] * (N_LEVELS * F) + level * F + features[None, :], acc,
                  mask=row_ok[:, None] & (level < N_LEVELS), eviction_policy="evict_first")
 
 
 @triton.jit
-def _encode_backward_kernel(x_ptr, grad_out_ptr, grad_table_ptr, scales_ptr, meta_ptr, n_points, active_levels,
-                            N_LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr,
-                            LEVELS_PER_PROGRAM: tl.constexpr, MERGE_X_PAIRS: tl.constexpr):
+def _in_pass(lane_ok, index, pass_first, pass_count, PARTITIONED: tl.constexpr):
+    """``lane_ok`` where entry ``index`` lies in this pass's range [pass_first, pass_first + pass_count): one
+    unsigned compare, on the index as the reduction's address uses it (a 1-D mask went through shared memory)."""
+    if PARTITIONED:
+        return lane_ok & ((index[:, None] - pass_first).to(tl.uint32) < pass_count)
+    else:
+        return lane_ok
+
+
+@triton.jit
+def _encode_backward_kernel(x_ptr, grad_out_ptr, grad_table_ptr, scales_ptr, meta_ptr, passes_ptr, n_points,
+                            active_levels, N_LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr,
+                            LEVELS_PER_PROGRAM: tl.constexpr, MERGE_X_PAIRS: tl.constexpr,
+                            PARTITIONED: tl.constexpr):
     first, local, row_ok, x, y, z = _load_points(x_ptr, n_points, BLOCK)
     features = tl.arange(0, F)
     grad_out_ptr += first * (N_LEVELS * F)
     for i in tl.static_range(LEVELS_PER_PROGRAM):
-        level = tl.program_id(1) * LEVELS_PER_PROGRAM + i
+        if PARTITIONED:   # one level a program (TritonLaunch checks it): this pass's level and entry range
+            level = tl.load(passes_ptr + tl.program_id(1) * 3 + 0)
+            pass_first = tl.load(passes_ptr + tl.program_id(1) * 3 + 1)
+            pass_count = tl.load(passes_ptr + tl.program_id(1) * 3 + 2).to(tl.uint32)
+        else:
+            level = tl.program_id(1) * LEVELS_PER_PROGRAM + i
+            pass_first, pass_count = 0, 0   # unused: one pass takes every entry
         lane_ok = (row_ok & (level < active_levels))[:, None]
         grad_row = grad_out_ptr + local[:, None] * (N_LEVELS * F) + level * F
         grad = tl.load(grad_row + features[None, :], mask=lane_ok, other=0.0, eviction_policy="evict_first")
         vx, vy, vz, fx, fy, fz, resolution, size, hashed, offset = _level_cell(
             x, y, z, level, scales_ptr, meta_ptr, N_LEVELS)
-        level_grad = grad_table_ptr + tl.multiple_of(offset.to(tl.int64) * F, 8 * F)   # level sizes: multiples of 8
+        level_grad = _level_base(grad_table_ptr, offset, F)
         if MERGE_X_PAIRS:
             pair = tl.arange(0, 2 * F)
             grad_twice = tl.load(grad_row + (pair % F)[None, :], mask=lane_ok, other=0.0)   # the row again: cached
             for yz in tl.static_range(4):
-                low, low_weight = _corner(2 * yz, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
-                high, high_weight = _corner(2 * yz + 1, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
-                merged = ((low ^ high) == 1)[:, None]       # entries 2k and 2k+1: one aligned run of 2F floats
-                low_even = (low & 1) == 0
+                low, low_weight, high, high_weight, merged, low_even = _x_pair(
+                    yz, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
+                merged = merged[:, None]
                 even_weight = tl.where(low_even, low_weight, high_weight)
                 odd_weight = tl.where(low_even, high_weight, low_weight)
                 pair_weight = tl.where(pair[None, :] < F, even_weight[:, None], odd_weight[:, None])
+                low_ok = _in_pass(lane_ok, low, pass_first, pass_count, PARTITIONED)   # pass bounds are even:
+                high_ok = _in_pass(lane_ok, high, pass_first, pass_count, PARTITIONED)  # a pair is in one pass
                 tl.atomic_add(level_grad + (low >> 1)[:, None] * (2 * F) + pair[None, :], pair_weight * grad_twice,
-                              mask=lane_ok & merged, sem="relaxed")
+                              mask=low_ok & merged, sem="relaxed")
                 tl.atomic_add(level_grad + low[:, None] * F + features[None, :], low_weight[:, None] * grad,
-                              mask=lane_ok & ~merged, sem="relaxed")
+                              mask=low_ok & ~merged, sem="relaxed")
                 tl.atomic_add(level_grad + high[:, None] * F + features[None, :], high_weight[:, None] * grad,
-                              mask=lane_ok & ~merged, sem="relaxed")
+                              mask=high_ok & ~merged, sem="relaxed")
         else:
             for corner in tl.static_range(8):
                 index, weight = _corner(corner, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
                 tl.atomic_add(level_grad + index[:, None] * F + features[None, :], weight[:, None] * grad,
-                              mask=lane_ok, sem="relaxed")
+                              mask=_in_pass(lane_ok, index, pass_first, pass_count, PARTITIONED), sem="relaxed")
 
 
 def _check_device(x01: torch.Tensor, table: torch.Tensor) -> None:
@@ -182,8 +238,28 @@ def _check_device(x01: torch.Tensor, table: torch.Tensor) -> None:
         raise ValueError(f"at most 2^31 - 1 positions per call, got {x01.shape[0]}; split the batch")
 
 
-def _grid(n_points: int, groups: int, launch: TritonLaunch) -> tuple[int, int]:
-    return triton.cdiv(n_points, launch.block), groups
+def _grid(n_points: int, programs: int, launch: TritonLaunch) -> tuple[int, int]:
+    return triton.cdiv(n_points, launch.block), programs
+
+
+def _merges_x_pairs(flag: bool, config: HashGridConfig) -> bool:
+    """Merging x pairs pays only while a pair of entries (2F floats) fits one 16-byte access: F <= 2."""
+    return flag and config.features_per_level <= 2
+
+
+@functools.cache
+def grad_passes(config: HashGridConfig, active_levels: int, launch: TritonLaunch,
+                device: torch.device) -> torch.Tensor:
+    """The partitioned backward's passes in launch order, int32 rows (level, first entry, entry count): level-major,
+    a level whose gradient is larger than ``partition_budget_bytes`` split into ``grad_partitions`` equal ranges of
+    entry pairs (even bounds, so a merged x pair never straddles two passes), any other level one pass."""
+    passes = []
+    for level, layout in enumerate(grid_levels(config)[:active_levels]):
+        grad_bytes = layout.size * config.features_per_level * 4
+        parts = launch.grad_partitions if grad_bytes > launch.partition_budget_bytes else 1
+        bounds = [2 * (part * (layout.size // 2) // parts) for part in range(parts + 1)]
+        passes += [(level, lo, hi - lo) for lo, hi in zip(bounds, bounds[1:])]
+    return torch.tensor(passes, dtype=torch.int32, device=device).reshape(-1, 3)
 
 
 def forward_into(out: torch.Tensor, x01: torch.Tensor, table: torch.Tensor, config: HashGridConfig,
@@ -198,7 +274,8 @@ def forward_into(out: torch.Tensor, x01: torch.Tensor, table: torch.Tensor, conf
         scales, meta = level_tensors(config, x01.device)
         _encode_forward_kernel[_grid(n_points, groups, launch)](
             x01, table, out, scales, meta, n_points, active_levels, N_LEVELS=n_levels, F=f,
-            BLOCK=launch.block, LEVELS_PER_PROGRAM=launch.levels_per_program, num_warps=launch.num_warps)
+            BLOCK=launch.block, LEVELS_PER_PROGRAM=launch.levels_per_program,
+            MERGE_X_PAIRS=_merges_x_pairs(launch.merge_x_pairs_forward, config), num_warps=launch.num_warps)
     return out
 
 
@@ -206,13 +283,15 @@ def backward_into(grad_table: torch.Tensor, x01: torch.Tensor, grad_out: torch.T
                   active_levels: int, launch: TritonLaunch) -> torch.Tensor:
     """Add the table gradient of ``sum(features * grad_out)`` into ``grad_table`` (flat, float32)."""
     n_points = x01.shape[0]
-    groups = triton.cdiv(active_levels, launch.levels_per_program)
-    if n_points and groups:
+    passes = grad_passes(config, active_levels, launch, x01.device) if launch.grad_partitions > 1 else None
+    programs = triton.cdiv(active_levels, launch.levels_per_program) if passes is None else passes.shape[0]
+    if n_points and programs:
         scales, meta = level_tensors(config, x01.device)
-        _encode_backward_kernel[_grid(n_points, groups, launch)](
-            x01, grad_out, grad_table, scales, meta, n_points, active_levels, N_LEVELS=config.n_levels,
+        _encode_backward_kernel[_grid(n_points, programs, launch)](
+            x01, grad_out, grad_table, scales, meta, passes, n_points, active_levels, N_LEVELS=config.n_levels,
             F=config.features_per_level, BLOCK=launch.block, LEVELS_PER_PROGRAM=launch.levels_per_program,
-            MERGE_X_PAIRS=launch.merge_x_pairs and 2 * config.features_per_level <= 4, num_warps=launch.num_warps)
+            MERGE_X_PAIRS=_merges_x_pairs(launch.merge_x_pairs, config), PARTITIONED=passes is not None,
+            num_warps=launch.num_warps)
     return grad_table
 
 

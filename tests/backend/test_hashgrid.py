@@ -11,8 +11,8 @@ import os
 import pytest
 import torch
 
-from carrara.backend.model.hashgrid import (HashGridConfig, HashGridEncoding, TritonLaunch, encode_reference,
-                                            grid_levels, vertex_index)
+from carrara.backend.model.hashgrid import (GRAD_PARTITION_BUDGET_BYTES, HashGridConfig, HashGridEncoding,
+                                            TritonLaunch, encode_reference, grid_levels, vertex_index)
 
 # Two levels small enough to compute by hand: base 4, max 8, so b = 2, scales 3 and 7, R = 4 and 8.
 # T = 8: level 0 (4^3 = 64 vertices) is dense; level 1 (8^3 = 512 > 256) is hashed.
@@ -217,6 +217,26 @@ def test_bad_arguments_give_clear_errors() -> None:
         HashGridConfig(features_per_level=3)
     with pytest.raises(ValueError, match="block must be a power of two"):
         TritonLaunch(block=100)
+    with pytest.raises(ValueError, match="grad_partitions must be a power of two"):
+        TritonLaunch(grad_partitions=3)
+    with pytest.raises(ValueError, match="grad_partitions > 1 needs levels_per_program=1"):
+        TritonLaunch(grad_partitions=4, levels_per_program=4)
+
+
+def test_grad_passes_split_only_large_levels_into_even_ranges() -> None:
+    pytest.importorskip("triton", reason="the pass table lives beside the Triton kernels")
+    from carrara.backend.model import hashgrid_triton
+
+    config = HashGridConfig()   # F=8, T=22: levels 0-4 up to 28.7 MiB of gradient, level 5 65.5 MiB, then 128 MiB
+    passes = hashgrid_triton.grad_passes(config, 16, TritonLaunch(block=128, grad_partitions=4), torch.device("cpu"))
+    for level, layout in enumerate(grid_levels(config)):
+        rows = passes[passes[:, 0] == level].tolist()
+        assert len(rows) == (4 if layout.size * 8 * 4 > GRAD_PARTITION_BUDGET_BYTES else 1) == (4 if level >= 5 else 1)
+        assert rows[0][1] == 0 and sum(count for _, _, count in rows) == layout.size
+        assert all(first % 2 == 0 and count % 2 == 0 for _, first, count in rows)   # a merged pair stays in one
+        assert all(a[1] + a[2] == b[1] for a, b in zip(rows, rows[1:]))              # contiguous, in order
+    assert passes[:, 0].tolist() == sorted(passes[:, 0].tolist())                     # level-major launch order
+    assert hashgrid_triton.grad_passes(config, 3, TritonLaunch(grad_partitions=8), torch.device("cpu")).shape == (3, 3)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal; this machine has a GPU")
@@ -244,7 +264,20 @@ TOLERANCE = 1e-5   # ||triton - float64 reference|| / ||reference||; float32 ari
 GPU_LAUNCHES = (TritonLaunch(), TritonLaunch(block=128, num_warps=4, levels_per_program=4),
                 TritonLaunch(block=512, num_warps=8, levels_per_program=1),
                 TritonLaunch(block=64, num_warps=2, levels_per_program=3),   # groups that run past level 15
-                TritonLaunch(merge_x_pairs=True), TritonLaunch(block=128, levels_per_program=4, merge_x_pairs=True))
+                TritonLaunch(merge_x_pairs=True), TritonLaunch(block=128, levels_per_program=4, merge_x_pairs=True),
+                TritonLaunch(merge_x_pairs=True, merge_x_pairs_forward=True),
+                TritonLaunch(block=128, levels_per_program=4, merge_x_pairs=True, merge_x_pairs_forward=True),
+                TritonLaunch(block=128, grad_partitions=4),   # F=8: levels 5-15 in 4 passes; F=2: one pass each
+                TritonLaunch(block=128, grad_partitions=8, partition_budget_bytes=1 << 20, merge_x_pairs=True,
+                             merge_x_pairs_forward=True))   # F=2 levels split too, beside merged pairs
+
+
+def launch_id(launch: TritonLaunch) -> str:
+    budget = launch.partition_budget_bytes
+    return (f"b{launch.block}w{launch.num_warps}lpp{launch.levels_per_program}"
+            + ("x2" if launch.merge_x_pairs else "") + ("fx2" if launch.merge_x_pairs_forward else "")
+            + (f"p{launch.grad_partitions}" if launch.grad_partitions > 1 else "")
+            + (f"budget{budget}" if budget != GRAD_PARTITION_BUDGET_BYTES else ""))
 
 
 def rel_error(value: torch.Tensor, reference: torch.Tensor) -> float:
@@ -258,8 +291,7 @@ def fresh_generator() -> tuple[torch.Generator, int]:
 
 @cuda_only
 @pytest.mark.parametrize("features, log2_size", [(2, 19), (8, 22)])
-@pytest.mark.parametrize("launch", GPU_LAUNCHES, ids=lambda l: f"b{l.block}w{l.num_warps}lpp{l.levels_per_program}"
-                                                          f"{'x2' if l.merge_x_pairs else ''}")
+@pytest.mark.parametrize("launch", GPU_LAUNCHES, ids=launch_id)
 def test_triton_matches_reference_on_gpu(features: int, log2_size: int, launch: TritonLaunch) -> None:
     from carrara.backend.model import hashgrid_triton
 

@@ -3,7 +3,9 @@
 TRITON_INTERPRET=1 is read when triton is imported and must not leak into other tests, so the checks run in a
 child process: this file, run as a script. Sizes are tiny (the interpreter runs each program in numpy) but cover
 dense and hashed levels, the dense wrap at the far faces, positions outside [0, 1], a block not filled, level
-groups that run past the last level, inactive levels, F = 2 and 8, and the module's autograd path. Scales stay
+groups that run past the last level, inactive levels, F = 2 and 8, merged x pairs (the forward's bit for bit
+against the unmerged one), the backward's passes over levels above a lowered budget, and the module's autograd
+path. Scales stay
 small because the interpreter's fma rounds twice (the GPU's is fused, as the reference assumes): at scale 2047
 that alone moves a fraction by an ulp of pos; the GPU tests in test_hashgrid.py cover the real sizes.
 """
@@ -25,16 +27,19 @@ def test_triton_kernels_match_reference_in_interpreter() -> None:
     env = dict(os.environ, TRITON_INTERPRET="1")
     result = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"interpreter checks failed:\n{result.stdout}\n{result.stderr[-4000:]}"
-    assert "interpreter checks passed: 12" in result.stdout, result.stdout
+    assert "interpreter checks passed: 18" in result.stdout, result.stdout
 
 
 def _run_checks() -> int:
     """Every case: forward into a NaN-poisoned output, backward into zeros, both against float64 autograd."""
     assert os.environ.get("TRITON_INTERPRET") == "1", "run through the test: it sets TRITON_INTERPRET=1 first"
+    import dataclasses
+
     import torch
 
     from carrara.backend.model import hashgrid_triton
-    from carrara.backend.model.hashgrid import HashGridConfig, HashGridEncoding, TritonLaunch, encode_reference
+    from carrara.backend.model.hashgrid import (GRAD_PARTITION_BUDGET_BYTES, HashGridConfig, HashGridEncoding,
+                                                TritonLaunch, encode_reference)
 
     generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
     dense_and_hashed = HashGridConfig(n_levels=4, features_per_level=2, log2_hashmap_size=9, base_resolution=4,
@@ -53,7 +58,15 @@ def _run_checks() -> int:
              (wide, TritonLaunch(block=64, levels_per_program=3), 2),
              (dense_and_hashed, TritonLaunch(block=64, levels_per_program=1, merge_x_pairs=True), 4),
              (dense_and_hashed, TritonLaunch(block=16, levels_per_program=3, merge_x_pairs=True), 3),
-             (wide, TritonLaunch(block=64, levels_per_program=1, merge_x_pairs=True), 3)]
+             (wide, TritonLaunch(block=64, levels_per_program=1, merge_x_pairs=True), 3),
+             (dense_and_hashed, TritonLaunch(block=16, merge_x_pairs=True, merge_x_pairs_forward=True), 4),
+             (dense_and_hashed, TritonLaunch(block=64, levels_per_program=3, merge_x_pairs_forward=True), 4),
+             # levels of 512 entries (4 KiB) above a 1 KiB budget: split in passes, level 0 (512 B) is not
+             (dense_and_hashed, TritonLaunch(block=16, grad_partitions=4, partition_budget_bytes=1024), 4),
+             (dense_and_hashed, TritonLaunch(block=64, grad_partitions=2, partition_budget_bytes=1024,
+                                             merge_x_pairs=True, merge_x_pairs_forward=True), 3),
+             (wide, TritonLaunch(block=64, grad_partitions=8, partition_budget_bytes=4096), 3),   # 108 pairs / 8
+             (dense_and_hashed, TritonLaunch(block=64, grad_partitions=4), 4)]   # every level fits: one pass each
     checked = 0
     for config, launch, active in cases:
         table = torch.rand(config.n_params, generator=generator) * 2 - 1
@@ -67,6 +80,14 @@ def _run_checks() -> int:
             (reference * grad_out.double()).sum().backward()
         label = f"{config.features_per_level=} {launch} {active=}"
         assert not out.isnan().any(), f"unwritten output: {label}"
+        if launch.merge_x_pairs_forward:   # same products, same order: the same bits
+            unmerged = torch.full_like(out, float("nan"))
+            hashgrid_triton.forward_into(unmerged, x, table, config, active,
+                                         dataclasses.replace(launch, merge_x_pairs_forward=False))
+            assert torch.equal(out, unmerged), f"merged forward differs from the unmerged one: {label}"
+        if launch.partition_budget_bytes < GRAD_PARTITION_BUDGET_BYTES:
+            passes = hashgrid_triton.grad_passes(config, active, launch, x.device)
+            assert passes.shape[0] > active, f"no level was split into passes: {label}"
         if active:
             _assert_close(out, reference.detach(), f"values: {label}")
             _assert_close(grad, table64.grad, f"table gradient: {label}")
