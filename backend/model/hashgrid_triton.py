@@ -214,8 +214,8 @@ def _encode_backward_kernel(x_ptr, grad_out_ptr, grad_table_ptr, scales_ptr, met
                 even_weight = tl.where(low_even, low_weight, high_weight)
                 odd_weight = tl.where(low_even, high_weight, low_weight)
                 pair_weight = tl.where(pair[None, :] < F, even_weight[:, None], odd_weight[:, None])
-                low_ok = _in_pass(lane_ok, low, pass_first, pass_count, PARTITIONED)   # pass bounds are even:
-                high_ok = _in_pass(lane_ok, high, pass_first, pass_count, PARTITIONED)  # a pair is in one pass
+                low_ok = _in_pass(lane_ok, low, pass_first, pass_count, PARTITIONED)   # a merged pair goes out in
+                high_ok = _in_pass(lane_ok, high, pass_first, pass_count, PARTITIONED)  # low's pass (even bounds)
                 tl.atomic_add(level_grad + (low >> 1)[:, None] * (2 * F) + pair[None, :], pair_weight * grad_twice,
                               mask=low_ok & merged, sem="relaxed")
                 tl.atomic_add(level_grad + low[:, None] * F + features[None, :], low_weight[:, None] * grad,

@@ -3,11 +3,11 @@
 TRITON_INTERPRET=1 is read when triton is imported and must not leak into other tests, so the checks run in a
 child process: this file, run as a script. Sizes are tiny (the interpreter runs each program in numpy) but cover
 dense and hashed levels, the dense wrap at the far faces, positions outside [0, 1], a block not filled, level
-groups that run past the last level, inactive levels, F = 2 and 8, merged x pairs (the forward's bit for bit
+groups that run past the last level, inactive levels, F = 1, 2 and 8, merged x pairs (the forward's bit for bit
 against the unmerged one), the backward's passes over levels above a lowered budget, and the module's autograd
-path. Scales stay
-small because the interpreter's fma rounds twice (the GPU's is fused, as the reference assumes): at scale 2047
-that alone moves a fraction by an ulp of pos; the GPU tests in test_hashgrid.py cover the real sizes.
+path. Scales stay small because the interpreter's fma rounds twice (the GPU's is fused, as the reference
+assumes): at scale 2047 that alone moves a fraction by an ulp of pos; the GPU tests in test_hashgrid.py cover the
+real sizes.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_triton_kernels_match_reference_in_interpreter() -> None:
     env = dict(os.environ, TRITON_INTERPRET="1")
     result = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"interpreter checks failed:\n{result.stdout}\n{result.stderr[-4000:]}"
-    assert "interpreter checks passed: 18" in result.stdout, result.stdout
+    assert "interpreter checks passed: 19" in result.stdout, result.stdout
 
 
 def _run_checks() -> int:
@@ -46,6 +46,8 @@ def _run_checks() -> int:
                                       max_resolution=24)
     wide = HashGridConfig(n_levels=3, features_per_level=8, log2_hashmap_size=8, base_resolution=3,
                           max_resolution=12)
+    narrow = HashGridConfig(n_levels=3, features_per_level=1, log2_hashmap_size=9, base_resolution=4,
+                            max_resolution=24)
     x = torch.rand(45, 3, generator=generator)
     x[:4] = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.999], [-0.2, 1.3, 0.5]])
     # the interpreter's cost is per program, so most cases take all 45 points in one (partly filled) block
@@ -66,7 +68,9 @@ def _run_checks() -> int:
              (dense_and_hashed, TritonLaunch(block=64, grad_partitions=2, partition_budget_bytes=1024,
                                              merge_x_pairs=True, merge_x_pairs_forward=True), 3),
              (wide, TritonLaunch(block=64, grad_partitions=8, partition_budget_bytes=4096), 3),   # 108 pairs / 8
-             (dense_and_hashed, TritonLaunch(block=64, grad_partitions=4), 4)]   # every level fits: one pass each
+             (dense_and_hashed, TritonLaunch(block=64, grad_partitions=4), 4),   # every level fits: one pass each
+             (narrow, TritonLaunch(block=64, grad_partitions=2, partition_budget_bytes=1024, merge_x_pairs=True,
+                                   merge_x_pairs_forward=True), 3)]   # F=1: a pair is 8 bytes
     checked = 0
     for config, launch, active in cases:
         table = torch.rand(config.n_params, generator=generator) * 2 - 1
