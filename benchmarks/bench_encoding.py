@@ -27,7 +27,8 @@ CONTEXT = _bootstrap.run_context()
 
 import torch  # noqa: E402  (after the bootstrap, like the carrara imports)
 
-from carrara.backend.model.hashgrid import HashGridConfig, TritonLaunch, encode_reference  # noqa: E402
+from carrara.backend.model.hashgrid import (GRAD_PARTITION_BUDGET_BYTES, HashGridConfig, TritonLaunch,  # noqa: E402
+                                            encode_reference)
 
 SETTINGS = ({"name": "F2_T19", "features_per_level": 2, "log2_hashmap_size": 19, "goal_points_per_s": 1.0e9},
             {"name": "F8_T22", "features_per_level": 8, "log2_hashmap_size": 22, "goal_points_per_s": 0.3e9})
@@ -38,13 +39,23 @@ VARIANTS = (TritonLaunch(block=256, num_warps=4, levels_per_program=1),
             TritonLaunch(block=128, num_warps=4, levels_per_program=4),
             TritonLaunch(block=256, num_warps=8, levels_per_program=4),
             TritonLaunch(block=256, num_warps=4, levels_per_program=1, merge_x_pairs=True),
-            TritonLaunch(block=128, num_warps=4, levels_per_program=4, merge_x_pairs=True))
+            TritonLaunch(block=128, num_warps=4, levels_per_program=4, merge_x_pairs=True),
+            # version 1.2: the pairs merged in the forward too (beside the two above: the forward's own effect) ...
+            TritonLaunch(block=256, num_warps=4, levels_per_program=1, merge_x_pairs=True, merge_x_pairs_forward=True),
+            TritonLaunch(block=128, num_warps=4, levels_per_program=4, merge_x_pairs=True, merge_x_pairs_forward=True),
+            # ... and the backward in passes over levels above the budget (beside b128 w4 lpp1; at F=2 a control)
+            TritonLaunch(block=128, num_warps=4, levels_per_program=1, grad_partitions=4),
+            TritonLaunch(block=128, num_warps=4, levels_per_program=1, grad_partitions=8))
 CHECK_TOLERANCE = 1e-5   # ||triton - float64 reference|| / ||reference||; float32 arithmetic lands near 1e-7
 
 
 def variant_name(launch: TritonLaunch) -> str:
+    """``xpairs``: merged in the backward (its name since version 1.1), ``fwdxpairs``: in the forward."""
+    budget = launch.partition_budget_bytes
     return (f"triton_b{launch.block}_w{launch.num_warps}_lpp{launch.levels_per_program}"
-            + ("_xpairs" if launch.merge_x_pairs else ""))
+            + ("_xpairs" if launch.merge_x_pairs else "") + ("_fwdxpairs" if launch.merge_x_pairs_forward else "")
+            + (f"_gradparts{launch.grad_partitions}" if launch.grad_partitions > 1 else "")
+            + (f"_budget{budget}" if budget != GRAD_PARTITION_BUDGET_BYTES else ""))
 
 
 def rel_error(value: torch.Tensor, reference: torch.Tensor) -> float:
@@ -164,7 +175,8 @@ def bench_setting(setting: dict[str, Any], args: argparse.Namespace, timer: Time
         "goal_points_per_s": setting["goal_points_per_s"], "checks": {}, "timings": {}}
     results["settings"][setting["name"]] = entry
     variants = VARIANTS[:2] if args.smoke else VARIANTS
-    variants = tuple(v for v in variants if not (v.merge_x_pairs and config.features_per_level > 2))   # ignored
+    variants = tuple(v for v in variants if not ((v.merge_x_pairs or v.merge_x_pairs_forward)   # ignored there
+                                                 and config.features_per_level > 2))
 
     for launch in variants:   # correctness first; this also compiles every kernel before any timing
         errors = check_variant(hashgrid_triton, config, launch, args.check_points, device)
@@ -278,7 +290,8 @@ def main() -> int:
     device = "cuda" if cuda else "cpu"
     timer = Timer(cuda)
     results: dict[str, Any] = {"benchmark": "encoding", **CONTEXT, "compile_seconds_total": 0.0,
-                               "check_tolerance": CHECK_TOLERANCE, "settings": {}}
+                               "check_tolerance": CHECK_TOLERANCE,
+                               "grad_partition_budget_bytes": GRAD_PARTITION_BUDGET_BYTES, "settings": {}}
     name = f"encoding_{_bootstrap.gpu_slug(CONTEXT['device'])}"
 
     def record() -> None:
