@@ -214,8 +214,9 @@ def encode_reference(x01: torch.Tensor, table: torch.Tensor, config: HashGridCon
     return torch.cat(columns, dim=1)
 
 
-# A level's gradient table up to this size takes its reductions in L2 (50 MB on the H100 and H200): two thirds of it,
-# the rest for the streams beside. Above it ``TritonLaunch.grad_partitions`` splits the level into passes.
+# The largest gradient table (or slice of one) whose random reductions are taken to stay in L2: two thirds of the
+# H100's and H200's 50 MB (48 MiB), a third left for the point and gradient streams beside. Levels up to 30 MB took
+# theirs there in the H200 timings (NOTES-encoding.md); ``TritonLaunch.grad_partitions`` splits larger ones.
 GRAD_PARTITION_BUDGET_BYTES = 32 * 2 ** 20
 
 
@@ -230,19 +231,22 @@ class TritonLaunch:
     reduction, so at F=8 merging only doubles the instructions (64 ``F32x4`` against 32); it is ignored there.
     On the H200 it made F=2 fwd + bwd 15-19 % faster (``measured_launch`` uses it).
 
-    ``merge_x_pairs_forward``: the same pairs in the forward, one 16-byte load (``LDG.E.128``) instead of two of
-    8 bytes; the features are bit for bit those of the unmerged forward. A flag of its own, so that the
-    backward's measured shape keeps its meaning and the benchmark times the forward's merge beside it. Predicted:
-    at most a few per cent on the forward, which is not L2-bound (1.1 G points/s, half its time in index
-    arithmetic) and whose neighbour loads L1 often serves already; ignored at F > 2 as in the backward.
+    ``merge_x_pairs_forward``: the same pairs in the forward, one 16-byte load (``LDG.E.128``) beside two
+    predicated 8-byte ones, against two of 8 bytes; the features are bit for bit the unmerged forward's. A flag of
+    its own (not ``merge_x_pairs`` for both kernels), so that ``measured_launch`` keeps what was timed and the
+    benchmark shows the forward's merge beside the backward's. Predicted: forward about 10 % faster (0-20 %):
+    a quarter fewer L1 wavefronts and up to a quarter fewer L2 requests, for 26 % more instructions (the forward
+    issues ~10 % of what the SMs can); ignored at F > 2 as in the backward.
 
     ``grad_partitions`` (P, a power of two): in the backward, a level whose gradient table is larger than
     ``partition_budget_bytes`` is swept P times over the same points, pass p taking only the reductions into
-    the p-th of P equal ranges of its entries (even bounds: a merged pair never straddles two), so that the random
-    read-modify-writes of a pass stay in an L2-sized slice instead of missing to HBM. Passes run in order (the grid
-    is point blocks fastest, then passes, then levels); levels that fit take one pass. Predicted at F=8, T=22
-    (levels of 128 MiB, L2 50 MB): backward about 25 % faster with P=4, less with P=8 (each pass issues the
-    whole index arithmetic again); no change at F=2, T=19, where every level fits. One level a program only.
+    the p-th of P equal ranges of its entries (even bounds: a merged pair stays in its pass's range), so that the
+    random read-modify-writes of a pass stay in an L2-sized slice instead of missing to HBM. Passes run in order
+    (the grid is point blocks fastest, then the passes, level by level); a level that fits takes one pass and
+    launches no more. Predicted at F=8, T=22 (levels 5-15 split, 65-128 MiB each): fwd + bwd 0.159 -> about
+    0.19 G points/s for P=4 and 8 alike, the ceiling being the L2 reduction rate measured at F=2; at F=2, T=19
+    no level is split: a control. One level a program only (a pass is one level's range of entries).
+    ``partition_budget_bytes`` exists so that tests can split tiny levels.
     """
 
     block: int = 256
@@ -251,7 +255,7 @@ class TritonLaunch:
     merge_x_pairs: bool = False
     merge_x_pairs_forward: bool = False
     grad_partitions: int = 1
-    partition_budget_bytes: int = GRAD_PARTITION_BUDGET_BYTES   # tests lower it to split tiny levels
+    partition_budget_bytes: int = GRAD_PARTITION_BUDGET_BYTES
 
     def __post_init__(self) -> None:
         if self.block < 16 or self.block & (self.block - 1):
