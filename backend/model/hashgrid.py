@@ -191,6 +191,7 @@ def encode_reference(x01: torch.Tensor, table: torch.Tensor, config: HashGridCon
     active = check_active_levels(active_levels, config.n_levels)
     features = table.view(-1, config.features_per_level)
     x = x01.float().clamp(0.0, 1.0).double()   # positions are float32 (as in tcnn and the kernels)
+    corners = torch.tensor(list(itertools.product((0, 1), repeat=3)), device=x.device)   # (8, 3): +1 along x, y, z
     columns = []
     for level in grid_levels(config)[:active]:
         # tcnn's pos = fmaf(scale, x, 0.5f): one float32 rounding. The float32 product is exact in float64, so
@@ -200,12 +201,12 @@ def encode_reference(x01: torch.Tensor, table: torch.Tensor, config: HashGridCon
         lower = torch.floor(pos)
         frac = pos - lower
         lower = lower.long()
-        level_features = torch.zeros(x.shape[0], config.features_per_level, dtype=table.dtype, device=table.device)
-        for corner in itertools.product((0, 1), repeat=3):
-            step = torch.tensor(corner, device=x.device)
-            weight = torch.where(step.bool(), frac, 1.0 - frac).prod(dim=1)
-            entry = level.offset + vertex_index(lower + step, level)
-            level_features = level_features + weight[:, None] * features[entry]
+        # the 8 corners gathered at once: one gather a level, so autograd (and torch.compile) keeps one
+        # table-sized gradient buffer a level instead of eight (at F=8, T=2^22: 16 x 1.4 GB, not 128 x 1.4 GB)
+        vertices = lower[:, None, :] + corners                                     # (N, 8, 3)
+        weights = torch.where(corners.bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(dim=2)
+        entries = level.offset + vertex_index(vertices, level)                     # (N, 8)
+        level_features = (weights[..., None] * features[entries]).sum(dim=1)
         columns.append(level_features)
     inactive = config.n_levels - active
     if inactive:
@@ -215,8 +216,9 @@ def encode_reference(x01: torch.Tensor, table: torch.Tensor, config: HashGridCon
 
 
 # The largest gradient table (or slice of one) whose random reductions are taken to stay in L2: two thirds of the
-# H100's and H200's 50 MB (48 MiB), a third left for the point and gradient streams beside. Levels up to 30 MB took
-# theirs there in the H200 timings (NOTES-encoding.md); ``TritonLaunch.grad_partitions`` splits larger ones.
+# H100's 50 MB (48 MiB; the H200 reports 60 MiB), a third left for the point and gradient streams beside. Levels
+# up to 30 MB took theirs there in the H200 timings (NOTES-encoding.md); ``TritonLaunch.grad_partitions`` splits
+# larger ones.
 GRAD_PARTITION_BUDGET_BYTES = 32 * 2 ** 20
 
 
@@ -233,10 +235,10 @@ class TritonLaunch:
 
     ``merge_x_pairs_forward``: the same pairs in the forward, one 16-byte load (``LDG.E.128``) beside two
     predicated 8-byte ones, against two of 8 bytes; the features are bit for bit the unmerged forward's. A flag of
-    its own (not ``merge_x_pairs`` for both kernels), so that ``measured_launch`` keeps what was timed and the
-    benchmark shows the forward's merge beside the backward's. Predicted: forward about 10 % faster (0-20 %):
-    a quarter fewer L1 wavefronts and up to a quarter fewer L2 requests, for 26 % more instructions (the forward
-    issues ~10 % of what the SMs can); ignored at F > 2 as in the backward.
+    its own (not ``merge_x_pairs`` for both kernels), so that the benchmark shows the forward's merge beside the
+    backward's. Predicted: forward about 10 % faster (0-20 %): a quarter fewer L1 wavefronts and up to a quarter
+    fewer L2 requests, for 26 % more instructions. Measured on the H200: forward 1.95 -> 1.73 ms for 2^21 points
+    (lpp 4, +13 %), 2.10 -> 1.70 ms (lpp 1, +24 %); ignored at F > 2 as in the backward.
 
     ``grad_partitions`` (P, a power of two): in the backward, a level whose gradient table is larger than
     ``partition_budget_bytes`` is swept P times over the same points, pass p taking only the reductions into
@@ -245,7 +247,8 @@ class TritonLaunch:
     (the grid is point blocks fastest, then the passes, level by level); a level that fits takes one pass and
     launches no more. Predicted at F=8, T=22 (levels 5-15 split, 65-128 MiB each): fwd + bwd 0.159 -> about
     0.19 G points/s for P=4 and 8 alike, the ceiling being the L2 reduction rate measured at F=2; at F=2, T=19
-    no level is split: a control. One level a program only (a pass is one level's range of entries).
+    no level is split: a control. Measured on the H200: 0.191 (P=4), 0.172 (P=8), the control unchanged.
+    One level a program only (a pass is one level's range of entries).
     ``partition_budget_bytes`` exists so that tests can split tiny levels.
     """
 
@@ -276,11 +279,13 @@ class TritonLaunch:
 def measured_launch(config: HashGridConfig) -> TritonLaunch:
     """The kernel shape that ran fastest for this feature width in the encoding benchmark (fwd + bwd, H200,
     2026-12-02, benchmarks/results/encoding_nvidia-h200.json): at F <= 2, 128 points, 4 levels a program and the
-    x pairs merged, 0.513 G points/s against 0.400 for the plain 256/1 shape; at F=8 the shapes lie within 1 %
-    (0.157-0.159), four levels a program lose 17 %, so one level of 128 points."""
+    x pairs merged in both kernels, 0.544 G points/s against 0.513 with the backward's merge alone and 0.400 for
+    the plain 256/1 shape; at F > 2, one level of 128 points with the backward of levels larger than L2 in 4
+    passes, 0.191 G points/s at F=8 against 0.159 in one pass (8 passes: 0.172)."""
     if config.features_per_level <= 2:
-        return TritonLaunch(block=128, num_warps=4, levels_per_program=4, merge_x_pairs=True)
-    return TritonLaunch(block=128, num_warps=4, levels_per_program=1)
+        return TritonLaunch(block=128, num_warps=4, levels_per_program=4, merge_x_pairs=True,
+                            merge_x_pairs_forward=True)
+    return TritonLaunch(block=128, num_warps=4, levels_per_program=1, grad_partitions=4)
 
 
 @functools.cache
