@@ -202,11 +202,14 @@ def encode_reference(x01: torch.Tensor, table: torch.Tensor, config: HashGridCon
         frac = pos - lower
         lower = lower.long()
         # the 8 corners gathered at once: one gather a level, so autograd (and torch.compile) keeps one
-        # table-sized gradient buffer a level instead of eight (at F=8, T=2^22: 16 x 1.4 GB, not 128 x 1.4 GB)
+        # table-sized gradient buffer a level instead of eight (at F=8, T=2^22: 16 x 1.4 GB, not 128 x 1.4 GB).
+        # index_select, not indexing: its CPU backward (index_add_) sums in a fixed order, so a resumed run
+        # repeats the table bit for bit (indexing's accumulating index_put_ did not, on two CPU threads)
         vertices = lower[:, None, :] + corners                                     # (N, 8, 3)
         weights = torch.where(corners.bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(dim=2)
         entries = level.offset + vertex_index(vertices, level)                     # (N, 8)
-        level_features = (weights[..., None] * features[entries]).sum(dim=1)
+        gathered = features.index_select(0, entries.reshape(-1)).view(*entries.shape, config.features_per_level)
+        level_features = (weights[..., None] * gathered).sum(dim=1)
         columns.append(level_features)
     inactive = config.n_levels - active
     if inactive:
