@@ -50,12 +50,7 @@ CHECK_TOLERANCE = 1e-5   # ||triton - float64 reference|| / ||reference||; float
 
 
 def variant_name(launch: TritonLaunch) -> str:
-    """``xpairs``: merged in the backward (its name since version 1.1), ``fwdxpairs``: in the forward."""
-    budget = launch.partition_budget_bytes
-    return (f"triton_b{launch.block}_w{launch.num_warps}_lpp{launch.levels_per_program}"
-            + ("_xpairs" if launch.merge_x_pairs else "") + ("_fwdxpairs" if launch.merge_x_pairs_forward else "")
-            + (f"_gradparts{launch.grad_partitions}" if launch.grad_partitions > 1 else "")
-            + (f"_budget{budget}" if budget != GRAD_PARTITION_BUDGET_BYTES else ""))
+    return f"triton_{launch.name}"
 
 
 def rel_error(value: torch.Tensor, reference: torch.Tensor) -> float:

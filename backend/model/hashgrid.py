@@ -278,6 +278,16 @@ class TritonLaunch:
         if self.partition_budget_bytes < 0:
             raise ValueError(f"TritonLaunch.partition_budget_bytes must be >= 0, got {self.partition_budget_bytes}")
 
+    @property
+    def name(self) -> str:
+        """A short name for results and test ids: ``b128_w4_lpp4`` plus ``_xpairs`` (merged in the backward, the
+        name since version 1.1), ``_fwdxpairs`` (in the forward), ``_gradparts<P>`` and a non-default budget."""
+        return (f"b{self.block}_w{self.num_warps}_lpp{self.levels_per_program}"
+                + ("_xpairs" if self.merge_x_pairs else "") + ("_fwdxpairs" if self.merge_x_pairs_forward else "")
+                + (f"_gradparts{self.grad_partitions}" if self.grad_partitions > 1 else "")
+                + (f"_budget{self.partition_budget_bytes}"
+                   if self.partition_budget_bytes != GRAD_PARTITION_BUDGET_BYTES else ""))
+
 
 def measured_launch(config: HashGridConfig) -> TritonLaunch:
     """The kernel shape that ran fastest for this feature width in the encoding benchmark (fwd + bwd, H200,

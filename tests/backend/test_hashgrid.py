@@ -272,14 +272,6 @@ GPU_LAUNCHES = (TritonLaunch(), TritonLaunch(block=128, num_warps=4, levels_per_
                              merge_x_pairs_forward=True))   # F=2 levels split too, beside merged pairs
 
 
-def launch_id(launch: TritonLaunch) -> str:
-    budget = launch.partition_budget_bytes
-    return (f"b{launch.block}w{launch.num_warps}lpp{launch.levels_per_program}"
-            + ("x2" if launch.merge_x_pairs else "") + ("fx2" if launch.merge_x_pairs_forward else "")
-            + (f"p{launch.grad_partitions}" if launch.grad_partitions > 1 else "")
-            + (f"budget{budget}" if budget != GRAD_PARTITION_BUDGET_BYTES else ""))
-
-
 def rel_error(value: torch.Tensor, reference: torch.Tensor) -> float:
     return float((value.double() - reference).norm() / reference.norm())
 
@@ -291,7 +283,7 @@ def fresh_generator() -> tuple[torch.Generator, int]:
 
 @cuda_only
 @pytest.mark.parametrize("features, log2_size", [(2, 19), (8, 22)])
-@pytest.mark.parametrize("launch", GPU_LAUNCHES, ids=launch_id)
+@pytest.mark.parametrize("launch", GPU_LAUNCHES, ids=lambda launch: launch.name)
 def test_triton_matches_reference_on_gpu(features: int, log2_size: int, launch: TritonLaunch) -> None:
     from carrara.backend.model import hashgrid_triton
 
