@@ -12,7 +12,9 @@ Per preset, on the memory plan chosen for this GPU's free memory:
 - baseline ``torch_encoding``: the same steps with the plain PyTorch hash-grid encoding (the reference) instead of
   the Triton kernel;
 - baseline ``recipe_sampling``: the same steps with Neuralangelo's sample budget (64 stratified + 4 x 16 up-sampled,
-  no occupancy grid: 129 rendered intervals per ray).
+  no occupancy grid: 129 rendered intervals per ray);
+- baseline ``no_eikonal_ball``: the same steps without the eikonal points drawn in the unit ball (our departure
+  from the recipe, ``LossWeights.eikonal_ball_points_per_ray``): what that loss term costs.
 Every figure of a baseline is also given as ours / baseline. Results: benchmarks/results/training_<gpu>.json.
 """
 from __future__ import annotations
@@ -93,16 +95,29 @@ def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: i
     del trainer
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    budget = plan.image_cache_bytes if plan else 1 << 30
     recipe = dataclasses.replace(settings, sampling=RECIPE_SAMPLING)
-    trainer = Trainer(dataset, recipe, device=device, image_budget=plan.image_cache_bytes if plan else 1 << 30)
-    trainer.renderer.occupancy = None
+    result["baseline_recipe_sampling"] = _settings_baseline(dataset, recipe, device, budget, ours, baseline_steps,
+                                                            occupancy=False)
+    no_ball = dataclasses.replace(settings, losses=dataclasses.replace(settings.losses,
+                                                                      eikonal_ball_points_per_ray=0.0))
+    result["baseline_no_eikonal_ball"] = _settings_baseline(dataset, no_ball, device, budget, ours, baseline_steps)
+    return result
+
+
+def _settings_baseline(dataset, settings, device: torch.device, image_budget: int, ours: dict[str, Any],
+                       steps: int, occupancy: bool = True) -> dict[str, Any]:
+    """The same steps on a fresh trainer built from other settings (and without the occupancy grid if asked)."""
+    trainer = Trainer(dataset, settings, device=device, image_budget=image_budget)
+    if not occupancy:
+        trainer.renderer.occupancy = None
     try:
-        result["baseline_recipe_sampling"] = _baseline(trainer, result["ours"], baseline_steps)
+        return _baseline(trainer, ours, steps)
     finally:
         trainer.close()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return result
+        del trainer
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def _baseline(trainer: Trainer, ours: dict[str, Any], steps: int) -> dict[str, Any]:
