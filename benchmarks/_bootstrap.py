@@ -5,7 +5,8 @@ The repository root is the package ``carrara`` (pyproject maps it), but the GPU 
 (also when another checkout's ``carrara`` is installed: we measure this one). Run as a script it prints such a
 folder, for shell scripts: ``export PYTHONPATH="$(python3 benchmarks/_bootstrap.py)${PYTHONPATH:+:$PYTHONPATH}"``.
 
-Results go to benchmarks/results/ and, when the device tool's ``$OUT`` is set, also there (it is what comes back).
+Results go to benchmarks/results/ (``$CARRARA_RESULTS_DIR`` instead when set) and, when the device tool's ``$OUT``
+is set, also there (it is what comes back).
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+# CARRARA_RESULTS_DIR: where the smoke tests send their results, so that a test run leaves the checkout as it was
+RESULTS_DIR = Path(os.environ.get("CARRARA_RESULTS_DIR") or REPO_ROOT / "benchmarks" / "results")
 
 
 def carrara_import_folder() -> Path:

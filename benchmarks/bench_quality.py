@@ -3,7 +3,7 @@ exists, Chamfer distance, after 1, 2, 5 ... minutes of training on the GPU.
 
     python3 benchmarks/bench_quality.py --dataset benchmarks/data/bunny --truth benchmarks/data/bunny/bunny_meta.json
     python3 benchmarks/bench_quality.py --dataset ../shared/data/instant_ngp_fox --name fox --minutes 1 2
-    python3 benchmarks/bench_quality.py --smoke        # here, on the CPU: the engine test scene, a few seconds
+    python3 benchmarks/bench_quality.py --smoke --dataset SCENE  # CPU, seconds; SCENE: tests/engine_scenes.py SCENE
 
 One run per dataset, with the engine's own trainer and memory plan. Its iteration count is chosen so the schedule
 (coarse-to-fine, learning-rate decay) ends at the last time budget: a short calibration measures this GPU's rate

@@ -1,0 +1,73 @@
+"""Every GPU benchmark's ``--smoke`` mode, run here on the CPU: the scripts only ever run for real on the GPU machine,
+where device time is scarce, so a script that breaks (an argument renamed, a folder not made, a field read that no
+longer exists) must fail here first. Each run checks what the script wrote or printed, not only its exit status.
+Results go to a temporary folder (``CARRARA_RESULTS_DIR``), so the checkout is left as it was."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine_scenes import cached_scene
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _smoke(script: str, tmp_path: Path, *args: str) -> str:
+    """Runs ``benchmarks/<script> --smoke`` and returns its stdout; a failure shows the end of its output."""
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    env["CARRARA_RESULTS_DIR"] = str(tmp_path / "results")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *args], env=env,
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + "\n" + done.stderr[-3000:]
+    return done.stdout
+
+
+def _result(tmp_path: Path, name: str) -> dict:
+    return json.loads((tmp_path / "results" / f"{name}.json").read_text())
+
+
+def test_encoding_benchmark_checks_every_shape_against_the_reference_and_times_both_baselines(tmp_path):
+    out = _smoke("bench_encoding.py", tmp_path)
+    for config in ("F2_T19", "F8_T22"):
+        assert f"{config}: N=256  table 0 MiB  checks: all ok" in out, out[-2000:]
+    assert out.count("torch.compile: timed") == 2, out[-2000:]
+    assert out.count("vs torch_reference") == 2 and out.count("vs torch_compile_reference") == 2
+
+
+def test_extraction_benchmark_compares_with_the_neuralangelo_scheme(tmp_path):
+    out = _smoke("bench_extraction.py", tmp_path)
+    assert "resolution 48:" in out and "resolution 64:" in out
+    assert "baseline (Neuralangelo scheme) at 48:" in out and "duplicate seam vertices" in out
+
+
+def test_training_benchmark_states_every_baseline_as_a_ratio(tmp_path):
+    _smoke("bench_training.py", tmp_path)
+    preset = _result(tmp_path, "training_cpu-smoke")["presets"]["ci"]
+    assert preset["ours"]["it_per_s"] > 0 and preset["ours"]["expected_duration_s"] > 0
+    for baseline in ("baseline_recipe_sampling", "baseline_no_eikonal_ball"):
+        ratio = preset[baseline]["it_per_s_ours_over_baseline"]
+        assert math.isfinite(ratio) and ratio > 0, baseline
+
+
+def test_quality_benchmark_measures_held_out_psnr_against_the_untrained_model(tmp_path, tmp_path_factory):
+    scene = cached_scene(tmp_path_factory)
+    _smoke("bench_quality.py", tmp_path, "--dataset", str(scene.folder))
+    result = _result(tmp_path, "quality_bunny_cpu-smoke")
+    assert [p["minutes"] for p in result["points"]] == [0.05, 0.1]
+    assert result["held_out_photos"] > 0 and result["baseline_untrained"]["psnr_held_out"] > 0
+    assert all(p["psnr_gain_over_untrained_db"] > 0 and p["faces"] > 0 for p in result["points"])
+
+
+def test_loop_benchmark_follows_a_real_backend_to_the_final_mesh(tmp_path):
+    out = _smoke("bench_loop.py", tmp_path)
+    result = _result(tmp_path, "loop_cpu-smoke")
+    times = result["times"]
+    assert 0 < times["first_preview_downloaded_s"] <= times["training_done_s"] <= times["final_mesh_downloaded_s"]
+    kinds = [m["kind"] for m in result["meshes"]]
+    assert "preview_mesh" in kinds and kinds[-1] == "final_mesh", out[-2000:]
