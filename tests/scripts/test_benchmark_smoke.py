@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from engine_scenes import cached_scene
 
 ROOT = Path(__file__).resolve().parents[2]
