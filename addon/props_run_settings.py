@@ -36,7 +36,7 @@ class ReconstructSettings(bpy.types.PropertyGroup):
                                               min=16, max=1024, description="Cells across the sphere for previews")
     mesh_resolution: bpy.props.IntProperty(name="Resolution", default=1024, min=32, max=4096,
                                            description="Marching-cubes cells across the sphere for the final mesh")
-    decimate_faces: bpy.props.IntProperty(name="Face Budget", default=500_000, min=0,
+    decimate_faces: bpy.props.IntProperty(name="Face Budget", default=_ASSET.decimate_faces, min=0,
                                           description="Decimate the final mesh to this many faces; 0 keeps all")
     vertex_colors: bpy.props.BoolProperty(name="Vertex Colours", default=_ASSET.vertex_colors)
     texture: bpy.props.BoolProperty(name="UV Texture", default=_ASSET.texture,

@@ -16,6 +16,8 @@ PRESETS = ("ci", "preview", "standard", "high")
 SCENE_TYPES = ("object", "indoor", "outdoor")
 DEVICES = ("auto", "cuda", "cpu")
 MESH_FORMATS = ("ply", "glb")
+#: Faces in a delivered mesh unless asked otherwise: what Blender keeps interactive on an artist's machine.
+ARTIST_FACE_BUDGET = 500_000
 
 
 def _fail(name: str, problem: str) -> ProtocolError:
@@ -53,7 +55,7 @@ class AssetSettings:
     """How the delivered mesh is made: shared by a reconstruction's final step and a later re-extraction."""
 
     mesh_resolution: int = 512             # cells across the sphere for the final mesh
-    decimate_faces: int = 0                # face budget for the delivered mesh; 0 keeps every face
+    decimate_faces: int = ARTIST_FACE_BUDGET  # face budget for the delivered mesh; 0 keeps every face
     vertex_colors: bool = True
     texture: bool = True                   # UV atlas with the colour field baked into a PNG
     texture_size: int = 2048

@@ -153,9 +153,17 @@ def test_command_line_train_then_extract(scene, tmp_path, capsys):
     assert (run / "meshes" / "final.ply").is_file() and (run / "meshes" / "final.glb").is_file()
     assert "bounding sphere" in (run / "log.txt").read_text()
     out = tmp_path / "mesh.ply"
+    capsys.readouterr()
     assert cli.main(["extract", str(run), "--resolution", "32", "--out", str(out), "--device", "cpu"]) == 0
+    assert "surface:" in capsys.readouterr().err            # each step is said as it ends, not a silent minute
     vertex = PlyData.read(str(out))["vertex"]
     xyz = np.stack([vertex["x"], vertex["y"], vertex["z"]], 1)
     assert len(xyz) > 0 and np.linalg.norm(xyz - scene.sphere_center, axis=1).max() < 1.1 * scene.sphere_radius
+    full, budget = tmp_path / "full.ply", tmp_path / "budget.ply"
+    assert cli.main(["extract", str(run), "--resolution", "48", "--full", "--out", str(full), "--device", "cpu"]) == 0
+    assert cli.main(["extract", str(run), "--resolution", "48", "--faces", "300", "--out", str(budget),
+                     "--device", "cpu"]) == 0
+    full_faces, budget_faces = (len(PlyData.read(str(path))["face"]) for path in (full, budget))
+    assert budget_faces <= 300 < full_faces
     assert cli.main(["train", str(scene.folder), "--out", str(run), "--preset", "ci", "--device", "cpu"]) == 2
     assert "pass --resume" in capsys.readouterr().err
