@@ -1,23 +1,107 @@
-"""Helpers the suites share: the team's real data, free loopback ports."""
+"""Helpers the suites share: real data (the bundled chair, datasets made from it, the team's larger ones), free
+loopback ports, backends, scenes and layouts."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import types
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CARRARA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+#: The bundled CC-0 example every clone has: 60 RGBA renders of the NeRF-synthetic chair and an exact COLMAP model.
+EXAMPLE_CHAIR = REPO_ROOT / "examples" / "chair"
 
 
 def shared_dataset(name: str) -> Path:
-    """Path of a dataset in the team's ../shared/data; skips the test with the reason when it is absent."""
+    """Path of a dataset in the team's ../shared/data; skips the test with the reason when it is absent.
+
+    Tests on it add coverage on top of a twin on the bundled or generated data below, which every clone runs.
+    """
     path = SHARED_DATA / name
     if not path.is_dir():
         pytest.skip(f"real dataset {name!r} not found at {path} (set CARRARA_SHARED_DATA to the team's shared/data)")
     return path
+
+
+def real_colmap_model(name: str) -> Path:
+    """A real COLMAP model folder: ``chair`` (bundled) or ``fountain`` (the team's 1536x1024 photos; skips if
+    absent)."""
+    if name == "chair":
+        return EXAMPLE_CHAIR / "sparse" / "0"
+    return shared_dataset("strecha_fountain_p11") / "colmap_gt_poses" / "sparse" / "0"
+
+
+# --- transforms.json and COLMAP captures made from the bundled chair ----------------------------------------------
+
+def write_chair_transforms(folder: Path, photos: str = "images",
+                           keep_photo: Callable[[int], bool] = lambda index: True) -> Path:
+    """The bundled chair as ``folder/transforms.json``, written by Carrara's own writer from its COLMAP model (the one
+    camera conversion), photos copied into ``folder/<photos>``: only frame ``index``es ``keep_photo`` accepts."""
+    import numpy as np
+    from carrara.shared import colmap
+    from carrara.shared.sphere import BoundingSphere
+    from carrara.shared.transforms_json import write_transforms
+    rec = colmap.read_model(EXAMPLE_CHAIR / "sparse" / "0")
+    rec.images_dir = folder / photos
+    rec.images_dir.mkdir(parents=True)
+    for index, image in enumerate(sorted(rec.images.values(), key=lambda im: im.name)):  # the writer's frame order
+        if keep_photo(index):
+            shutil.copyfile(EXAMPLE_CHAIR / "images" / image.name, rec.images_dir / image.name)
+    path = folder / "transforms.json"
+    assert write_transforms(path, rec, BoundingSphere(np.zeros(3), 1.5)) == []
+    return path
+
+
+def write_nerf_synthetic_chair(folder: Path) -> Path:
+    """The bundled chair in the NeRF-synthetic vocabulary, like the team's ``nerf_synthetic_chair``:
+    ``transforms_train.json`` with only ``camera_angle_x`` (the size comes from the PNGs) and extension-less
+    ``./train/r_N`` paths."""
+    written = write_chair_transforms(folder, photos="train")
+    meta = json.loads(written.read_text())
+    written.unlink()
+    frames = [{"file_path": "./" + frame["file_path"].removesuffix(".png"),
+               "transform_matrix": frame["transform_matrix"]} for frame in meta["frames"]]
+    path = folder / "transforms_train.json"
+    path.write_text(json.dumps({"camera_angle_x": meta["camera_angle_x"], "frames": frames}, indent=2))
+    return path
+
+
+#: The lens distortion (OPENCV k1, k2, p1, p2) written into the instant-ngp-style chair: the fox's own.
+INSTANT_NGP_DISTORTION = {"k1": 0.0578421, "k2": -0.0805099, "p1": -0.000980296, "p2": 0.00015575}
+
+
+def write_instant_ngp_chair(folder: Path) -> Path:
+    """The bundled chair as instant-ngp leaves a capture, like the team's fox: global intrinsics with lens distortion,
+    ``aabb_scale`` 4, no sphere, and 60 frames listed for 45 photos (every fourth frame's photo is absent)."""
+    path = write_chair_transforms(folder, keep_photo=lambda index: index % 4 != 1)
+    meta = json.loads(path.read_text())
+    for key in ("sphere_center", "sphere_radius", "aabb_range"):
+        del meta[key]
+    meta.update(INSTANT_NGP_DISTORTION, aabb_scale=4.0)
+    path.write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def write_chair_in_colmap_frame(folder: Path) -> Path:
+    """The bundled chair as a COLMAP run leaves a capture: the same cameras and points moved by a similarity
+    (pycolmap's own) into a world that is rotated (up is no longer +z), scaled and off-centre; ``folder`` holds
+    ``sparse/0`` and ``images`` (a link to the bundled photos)."""
+    import numpy as np
+    import pycolmap
+    rec = pycolmap.Reconstruction(str(EXAMPLE_CHAIR / "sparse" / "0"))
+    tilt = pycolmap.Rotation3d(np.array([1.2, 0.3, -0.4]))   # axis-angle: up becomes mostly -y, as COLMAP often has it
+    rec.transform(pycolmap.Sim3d(2.5, tilt, np.array([3.0, -1.0, 7.5])))
+    model = folder / "sparse" / "0"
+    model.mkdir(parents=True)
+    rec.write_binary(str(model))
+    (folder / "images").symlink_to(EXAMPLE_CHAIR / "images", target_is_directory=True)
+    return folder
 
 
 def free_tcp_port() -> int:

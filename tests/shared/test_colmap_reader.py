@@ -1,5 +1,10 @@
 """The numpy COLMAP reader/writer against pycolmap: every camera model, binary and text, rigs, layouts, real data."""
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pycolmap
@@ -9,7 +14,7 @@ from carrara.shared import colmap
 from carrara.shared.camera_convention import qvec_to_rotmat
 from carrara.shared.reconstruction import Points3D
 from colmap_models import ALL_MODEL_NAMES, synthetic_model, write_pycolmap
-from testkit import shared_dataset
+from testkit import real_colmap_model
 
 
 def assert_same_as_pycolmap(ours, ref: pycolmap.Reconstruction) -> None:
@@ -100,11 +105,13 @@ def test_several_submodels_pick_the_one_with_most_images(tmp_path):
     assert colmap.read_model(tmp_path).model_dir == tmp_path / "sparse" / "0"
 
 
-def test_strecha_fountain_reads_like_pycolmap():
-    model = shared_dataset("strecha_fountain_p11") / "colmap_gt_poses" / "sparse" / "0"
+@pytest.mark.parametrize("name, photos, images_dir", [("chair", 60, "../../images"),
+                                                      ("fountain", 11, "../../../images")])
+def test_real_model_reads_like_pycolmap(name, photos, images_dir):
+    model = real_colmap_model(name)
     rec = colmap.read_model(model)
-    assert (len(rec.cameras), len(rec.images), len(rec.points)) == (1, 11, 14272)
-    assert rec.images_dir == shared_dataset("strecha_fountain_p11") / "images"
+    assert (len(rec.cameras), len(rec.images)) == (1, photos) and len(rec.points) > 1000
+    assert rec.images_dir == Path(os.path.normpath(model / images_dir))
     assert_same_as_pycolmap(rec, pycolmap.Reconstruction(str(model)))
 
 
@@ -226,11 +233,30 @@ def test_unreadable_files_and_folders(good_model, tmp_path):
     expect_error(good_model, "cameras.bin", "cannot read")
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
-                    reason="root reads any folder, so permissions cannot make one unreadable")
-def test_folder_without_read_permission(good_model):
-    good_model.chmod(0)
-    try:
-        expect_error(good_model, str(good_model), "cannot read the folder")
-    finally:
-        good_model.chmod(0o755)
+# The reader runs in a child that, when the tests run as root (who reads any folder), drops to the unprivileged
+# "nobody" once carrara is imported, so the folder's permissions bind as they do for an artist.
+_READ_AS_AN_ARTIST = """
+import os, sys
+from carrara.shared import colmap
+if os.geteuid() == 0:
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+try:
+    colmap.read_model(sys.argv[1])
+except colmap.ColmapError as error:
+    sys.exit(str(error))
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX folder permissions")
+def test_folder_without_read_permission():
+    with tempfile.TemporaryDirectory() as scratch:   # pytest's tmp_path is private to root; this one is not
+        Path(scratch).chmod(0o755)
+        model = write_pycolmap(synthetic_model("PINHOLE", points=30), Path(scratch) / "m")
+        model.chmod(0)
+        try:
+            child = subprocess.run([sys.executable, "-c", _READ_AS_AN_ARTIST, str(model)], capture_output=True,
+                                   text=True, timeout=60)
+        finally:
+            model.chmod(0o755)
+    assert child.returncode == 1, child.stderr
+    assert str(model) in child.stderr and "cannot read the folder" in child.stderr, child.stderr

@@ -1,5 +1,7 @@
-"""transforms.json read and written: real NeRF/instant-ngp files, round trips, and what Neuralangelo's loader reads."""
+"""transforms.json read and written: NeRF/instant-ngp files (made from the bundled chair, and the team's originals),
+round trips, and what Neuralangelo's loader reads."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,21 +11,32 @@ from carrara.shared.camera_convention import c2w_opengl_from_colmap, qvec_to_rot
 from carrara.shared.sphere import BoundingSphere
 from carrara.shared.transforms_json import TransformsError, read_transforms, write_transforms
 from colmap_models import synthetic_model
-from testkit import shared_dataset
+from testkit import INSTANT_NGP_DISTORTION, real_colmap_model, shared_dataset, write_instant_ngp_chair, \
+    write_nerf_synthetic_chair
 
 
-def test_nerf_synthetic_chair_angles_and_extensionless_paths():
-    root = shared_dataset("nerf_synthetic_chair")
-    rec, extras = read_transforms(root / "transforms_train.json")
-    assert len(rec.images) == 100 and not extras.missing_files and extras.sphere is None
+@pytest.fixture(params=["chair", "team-chair"])
+def nerf_synthetic(request, tmp_path):
+    """A NeRF-synthetic transforms_train.json and its frame count: the bundled chair's 60 views in that vocabulary,
+    or the team's original with all 100."""
+    if request.param == "chair":
+        return write_nerf_synthetic_chair(tmp_path), 60
+    return shared_dataset("nerf_synthetic_chair") / "transforms_train.json", 100
+
+
+def test_nerf_synthetic_angles_and_extensionless_paths(nerf_synthetic):
+    path, frames = nerf_synthetic
+    rec, extras = read_transforms(path)
+    assert len(rec.images) == frames and not extras.missing_files and extras.sphere is None
     (camera,) = rec.cameras.values()
     assert (camera.model, camera.width, camera.height) == ("PINHOLE", 400, 400)  # size read from the PNGs
-    meta = json.loads((root / "transforms_train.json").read_text())
+    meta = json.loads(path.read_text())
     focal = 200.0 / np.tan(meta["camera_angle_x"] / 2)
     np.testing.assert_allclose(camera.params, [focal, focal, 200.0, 200.0])
+    assert meta["frames"][0]["file_path"] == "./train/r_0"
     assert rec.images[1].name == "train/r_0.png" and (rec.images_dir / rec.images[1].name).is_file()
     for image, frame in zip(rec.images.values(), meta["frames"]):
-        # the file's float32 matrices are rotations to ~1e-6; the camera centres are kept exactly
+        # the team file's float32 matrices are rotations to ~1e-6; the camera centres are kept exactly
         np.testing.assert_allclose(c2w_opengl_from_colmap(image.qvec, image.tvec), frame["transform_matrix"],
                                    atol=1e-5)
         np.testing.assert_allclose(c2w_opengl_from_colmap(image.qvec, image.tvec)[:3, 3],
@@ -32,15 +45,43 @@ def test_nerf_synthetic_chair_angles_and_extensionless_paths():
     np.testing.assert_allclose(np.linalg.norm(centres, axis=1), 4.0311, atol=1e-3)
 
 
-def test_instant_ngp_fox_skips_and_lists_missing_photos():
-    root = shared_dataset("instant_ngp_fox")
+def test_the_chair_read_from_json_has_the_cameras_of_its_colmap_model(tmp_path):
+    """COLMAP -> transforms.json -> COLMAP gives back the bundled model's poses and intrinsics, and its points
+    reproject onto their observations through the cameras read from the json."""
+    model = colmap.read_model(real_colmap_model("chair"))
+    rec, _ = read_transforms(write_nerf_synthetic_chair(tmp_path))
+    by_name = {Path(im.name).name: im for im in rec.images.values()}
+    xyz_by_id = dict(zip(model.points.ids.tolist(), model.points.xyz))
+    fx, fy, cx, cy = rec.cameras[1].params
+    for original in model.images.values():
+        read = by_name[original.name]
+        np.testing.assert_allclose(qvec_to_rotmat(read.qvec), qvec_to_rotmat(original.qvec), atol=1e-12)
+        np.testing.assert_allclose(read.tvec, original.tvec, atol=1e-12)
+        seen = original.point3d_ids >= 0
+        cam = np.array([xyz_by_id[i] for i in original.point3d_ids[seen]]) @ qvec_to_rotmat(read.qvec).T + read.tvec
+        uv = cam[:, :2] / cam[:, 2:] * [fx, fy] + [cx, cy]
+        assert np.median(np.linalg.norm(uv - original.xys[seen], axis=1)) < 1.0, original.name  # 0.47 px mean
+
+
+@pytest.fixture(params=["chair", "team-fox"])
+def instant_ngp_with_gaps(request, tmp_path):
+    """An instant-ngp transforms.json whose frames name absent photos, with its photos' size and lens distortion:
+    the bundled chair written that way (60 frames, 45 photos), or the team's fox (67 frames, 50 photos)."""
+    if request.param == "chair":
+        return write_instant_ngp_chair(tmp_path).parent, (60, 45), (400, 400), list(INSTANT_NGP_DISTORTION.values())
+    return shared_dataset("instant_ngp_fox"), (67, 50), (540, 960), [0.0578421, -0.0805099, -0.000980296, 0.00015575]
+
+
+def test_instant_ngp_skips_and_lists_missing_photos(instant_ngp_with_gaps):
+    root, (frames, present), size, distortion = instant_ngp_with_gaps
     rec, extras = read_transforms(root)
-    assert len(rec.images) == 50 and len(extras.missing_files) == 17
-    assert "images/0005.jpg" in extras.missing_files
-    assert "17 of 67 frames" in extras.warnings[0] and "images/0005.jpg" in extras.warnings[0]
+    listed = [frame["file_path"] for frame in json.loads((root / "transforms.json").read_text())["frames"]]
+    absent = [name for name in listed if not (root / name).is_file()]
+    assert (len(listed), len(rec.images)) == (frames, present) and extras.missing_files == absent
+    assert f"{frames - present} of {frames} frames" in extras.warnings[0] and absent[0] in extras.warnings[0]
     (camera,) = rec.cameras.values()
-    assert camera.model == "OPENCV" and (camera.width, camera.height) == (540, 960)
-    np.testing.assert_allclose(camera.params[4:], [0.0578421, -0.0805099, -0.000980296, 0.00015575])
+    assert camera.model == "OPENCV" and (camera.width, camera.height) == size
+    np.testing.assert_allclose(camera.params[4:], distortion)
     assert extras.aabb_scale == 4.0
     assert all((rec.images_dir / im.name).is_file() for im in rec.images.values())
 
@@ -58,14 +99,16 @@ def neuralangelo_cameras(root):
     return meta, out
 
 
-def test_exported_fountain_reprojects_through_neuralangelos_loader(tmp_path):
-    model = shared_dataset("strecha_fountain_p11") / "colmap_gt_poses" / "sparse" / "0"
-    rec = colmap.read_model(model)
-    sphere = BoundingSphere(np.array([-16.5, -11.0, -1.0]), 6.0)
-    workspace = tmp_path / "fountain"
+@pytest.mark.parametrize("name, sphere, median_px", [
+    ("chair", BoundingSphere(np.array([0.1, -0.05, 0.2]), 1.4), 1.0),       # SIFT on 400x400 renders: 0.47 px mean
+    ("fountain", BoundingSphere(np.array([-16.5, -11.0, -1.0]), 6.0), 0.5),  # 1536x1024 photos: 0.25 px mean
+])
+def test_exported_model_reprojects_through_neuralangelos_loader(tmp_path, name, sphere, median_px):
+    rec = colmap.read_model(real_colmap_model(name))
+    workspace = tmp_path / name
     assert write_transforms(workspace / "transforms.json", rec, sphere) == []
     meta, cameras = neuralangelo_cameras(workspace)
-    assert meta["sphere_radius"] == 6.0 and meta["aabb_range"] == sphere.aabb().tolist()
+    assert meta["sphere_radius"] == sphere.radius and meta["aabb_range"] == sphere.aabb().tolist()
     by_name = {im.name: im for im in rec.images.values()}
     xyz_by_id = dict(zip(rec.points.ids.tolist(), rec.points.xyz))
     for file_path, k, rot, t in cameras:
@@ -78,13 +121,13 @@ def test_exported_fountain_reprojects_through_neuralangelos_loader(tmp_path):
         expected = (xyz * sphere.radius + sphere.center) @ qvec_to_rotmat(image.qvec).T + image.tvec
         expected = (expected @ k.T)[:, :2] / expected[:, 2:]
         np.testing.assert_allclose(uv, expected, atol=1e-6)
-        # and against the photo's own measurements (0.25 px mean at this resolution)
-        assert np.median(np.linalg.norm(uv - image.xys[seen], axis=1)) < 0.5
+        # and against the photo's own measurements
+        assert np.median(np.linalg.norm(uv - image.xys[seen], axis=1)) < median_px, image.name
 
 
-def test_round_trip_keeps_poses_intrinsics_and_bounds(tmp_path):
-    model = shared_dataset("strecha_fountain_p11") / "colmap_gt_poses" / "sparse" / "0"
-    rec = colmap.read_model(model)
+@pytest.mark.parametrize("name", ["chair", "fountain"])
+def test_round_trip_keeps_poses_intrinsics_and_bounds(tmp_path, name):
+    rec = colmap.read_model(real_colmap_model(name))
     sphere = BoundingSphere(np.array([1.0, 2.0, 3.0]), 4.5)
     aabb = np.array([[-1.0, 1.0], [-2.0, 2.5], [0.0, 3.0]])
     write_transforms(tmp_path / "transforms.json", rec, sphere, aabb)
