@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..shared.jobs import ARTIST_FACE_BUDGET
+from ..shared.jobs import ARTIST_FACE_BUDGET, PREPARE_MAPPERS, PREPARE_MATCHERS, PrepareConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,12 +56,26 @@ def _parser() -> argparse.ArgumentParser:
                         help="keep every face marching cubes makes (millions at --resolution 1024 and above)")
     extract.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                         help="where to compute; auto takes the GPU when torch sees one")
+
+    prepare, defaults = verb("prepare", "Structure-from-Motion: photos or a video to an undistorted dataset for "
+                                        "'train'"), PrepareConfig()
+    prepare.add_argument("input", type=Path, help="a folder of photos (JPEG, PNG, TIFF) or a video (MP4, MOV, MKV)")
+    prepare.add_argument("--out", type=Path, required=True, help="dataset folder to write (images/ + sparse/0/)")
+    prepare.add_argument("--matcher", choices=PREPARE_MATCHERS, default=defaults.matcher,
+                         help="pairs to match: auto takes sequential for a video or many photos, else exhaustive")
+    prepare.add_argument("--mapper", choices=PREPARE_MAPPERS, default=defaults.mapper)
+    prepare.add_argument("--frames", type=int, default=defaults.frames, help="frames to take from a video")
+    prepare.add_argument("--fps", type=float, default=None, help="frames per second of video, instead of --frames")
+    prepare.add_argument("--max-side", type=int, default=defaults.max_side, help="longest image side in pixels")
+    prepare.add_argument("--max-features", type=int, default=defaults.max_features, help="SIFT features per image")
+    prepare.add_argument("--device", choices=("auto", "cuda", "cpu"), default=defaults.device,
+                         help="where SIFT runs: auto takes the GPU when pycolmap has CUDA (pycolmap-cuda12)")
     return parser
 
 
 def _missing_input(args: argparse.Namespace) -> str | None:
     """The first path the verb reads that does not exist, said before torch loads (seconds on a cold disk)."""
-    for name in ("dataset", "run"):
+    for name in ("dataset", "run", "input"):
         path = getattr(args, name, None)
         if path is not None and not path.exists():
             return f"error: {name} {path} does not exist"
@@ -89,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "extract":
         from .train.run import extract_from_cli
         return extract_from_cli(args)
+    if args.verb == "prepare":
+        from .prepare.run import prepare_from_cli
+        return prepare_from_cli(args)
     raise AssertionError(args.verb)
 
 

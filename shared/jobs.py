@@ -11,7 +11,7 @@ from typing import Any
 
 from .protocol import ErrorCode, ProtocolError
 
-JOB_KINDS = ("check_dataset", "reconstruct", "extract")
+JOB_KINDS = ("check_dataset", "reconstruct", "extract", "prepare")
 PRESETS = ("ci", "preview", "standard", "high")
 SCENE_TYPES = ("object", "indoor", "outdoor")
 DEVICES = ("auto", "cuda", "cpu")
@@ -126,8 +126,42 @@ class ExtractConfig(AssetSettings):
         super().validate()
 
 
+# --- prepare: photos or a video in, an undistorted COLMAP dataset out (backend/prepare) ---------------------------
+PREPARE_MATCHERS = ("auto", "exhaustive", "sequential")
+PREPARE_MAPPERS = ("incremental", "global")
+
+
+@dataclass
+class PrepareConfig:
+    """Structure-from-Motion on a folder of photos or a video: the PINHOLE dataset that ``reconstruct`` trains on."""
+
+    dataset: DatasetRef = field(default_factory=DatasetRef)   # a photo folder, a video file, or an upload of either
+    output_path: str | None = None     # where the dataset goes on the backend's disk; None: the job's folder
+    matcher: str = "auto"              # auto: sequential for a video or a large set, exhaustive for a small one
+    mapper: str = "incremental"        # chosen by measurement on the fountain (docs/photos-and-video.md)
+    frames: int = 150                  # frames taken from a video (the sharpest of evenly spaced stretches)
+    frame_rate: float | None = None    # frames per second of video instead of a count
+    max_side: int = 1600               # longest image side in pixels; larger photos and frames are scaled down
+    max_features: int = 8192           # SIFT features per image
+    device: str = "auto"               # SIFT on the GPU when pycolmap has CUDA (auto), or on the CPU
+
+    def validate(self) -> None:
+        self.dataset.validate()
+        if self.output_path is not None and (not isinstance(self.output_path, str) or not self.output_path):
+            raise _fail("output_path", "must be a folder path, or null for the job's own folder")
+        _one_of("matcher", self.matcher, PREPARE_MATCHERS)
+        _one_of("mapper", self.mapper, PREPARE_MAPPERS)
+        _one_of("device", self.device, DEVICES)
+        for name, low, high in (("frames", 3, 5000), ("max_side", 160, 8192), ("max_features", 256, 65536)):
+            value = getattr(self, name)
+            if not _integer(value) or not low <= value <= high:
+                raise _fail(name, f"must be a whole number from {low} to {high}")
+        if self.frame_rate is not None and (not _finite_number(self.frame_rate) or not 0 < self.frame_rate <= 120):
+            raise _fail("frame_rate", "must be null (use 'frames') or frames per second above 0, at most 120")
+
+
 CONFIG_TYPES: dict[str, type] = {"check_dataset": CheckDatasetConfig, "reconstruct": ReconstructConfig,
-                                  "extract": ExtractConfig}
+                                  "extract": ExtractConfig, "prepare": PrepareConfig}
 
 
 def config_to_json(config: Any) -> dict[str, Any]:

@@ -49,3 +49,4 @@ def runner(name: str) -> RunFunction:
 register_kind("check_dataset", "carrara.backend.server.check_dataset:run")
 register_kind("reconstruct", "carrara.backend.reconstruct:run_reconstruction")
 register_kind("extract", "carrara.backend.reconstruct:run_extract")
+register_kind("prepare", "carrara.backend.prepare.run:run")
