@@ -84,7 +84,8 @@ def test_zip_holds_only_the_extension(package, manifest):
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "/." in n or n.startswith(".")]
     assert {"__init__.py", "blender_manifest.toml", "addon/__init__.py", "shared/protocol.py"} <= set(names)
     assert sorted(n for n in names if n.startswith("wheels/")) == sorted(w.lstrip("./") for w in manifest["wheels"])
-    on_disk = {p.relative_to(REPO_ROOT).as_posix() for d in ("addon", "shared") for p in (REPO_ROOT / d).glob("*.py")}
+    on_disk = {p.relative_to(REPO_ROOT).as_posix() for d in ("addon", "shared") for p in (REPO_ROOT / d).rglob("*.py")
+               if "__pycache__" not in p.parts}
     assert on_disk <= set(names), sorted(on_disk - set(names))
 
 
