@@ -1,4 +1,7 @@
 """COLMAP into Blender, exactly: Blender's own cameras reproject COLMAP's points where COLMAP does."""
+from dataclasses import dataclass
+from pathlib import Path
+
 import bpy
 import numpy as np
 import pycolmap
@@ -11,7 +14,7 @@ from carrara.shared import colmap
 from carrara.shared.camera_models import is_pinhole_equivalent, model_by_name, pinhole_intrinsics
 from carrara.shared.transforms_json import read_transforms
 from colmap_models import ALL_MODEL_NAMES, synthetic_model, write_pycolmap
-from testkit import shared_dataset
+from testkit import shared_dataset, write_chair_in_colmap_frame, write_nerf_synthetic_chair
 
 _DATA_KINDS = ("objects", "meshes", "cameras", "collections", "materials", "node_groups", "images", "actions")
 
@@ -21,8 +24,23 @@ def scene(registered_addon):
     return bpy.context.scene
 
 
-def fountain_model():
-    return shared_dataset("strecha_fountain_p11") / "colmap_gt_poses" / "sparse" / "0"
+@dataclass
+class RealCapture:
+    model: Path                      # the COLMAP model folder
+    images_dir: Path                 # where its photos are
+    size: tuple[int, int]            # the photos' width and height
+    pixel_aspect: float              # Blender's pixel_aspect_y / pixel_aspect_x: the focal lengths' ratio
+
+
+@pytest.fixture(params=["chair", "fountain"])
+def capture(request, tmp_path):
+    """A real capture: the bundled chair in a COLMAP-like world (tilted, scaled, off-centre), or the team's fountain
+    (1536x1024 photos, fx != fy)."""
+    if request.param == "chair":
+        folder = write_chair_in_colmap_frame(tmp_path / "chair")
+        return RealCapture(folder / "sparse" / "0", folder / "images", (400, 400), 1.0)
+    root = shared_dataset("strecha_fountain_p11")
+    return RealCapture(root / "colmap_gt_poses" / "sparse" / "0", root / "images", (1536, 1024), 1379.74 / 1382.08)
 
 
 def imported_cameras(scene):
@@ -60,15 +78,16 @@ def reprojection_errors(scene, rec, ref: pycolmap.Reconstruction, pinhole_core=F
 
 
 @pytest.mark.parametrize("z_up", [False, True])
-def test_fountain_reprojects_within_a_tenth_of_a_pixel(scene, z_up):
-    assert bpy.ops.import_scene.carrara_colmap(filepath=str(fountain_model()), z_up=z_up) == {"FINISHED"}
-    rec = colmap.read_model(fountain_model())
-    errors = reprojection_errors(scene, rec, pycolmap.Reconstruction(str(fountain_model())))
-    assert len(errors) == 11
+def test_real_capture_reprojects_within_a_tenth_of_a_pixel(scene, capture, z_up):
+    assert bpy.ops.import_scene.carrara_colmap(filepath=str(capture.model), z_up=z_up) == {"FINISHED"}
+    ref = pycolmap.Reconstruction(str(capture.model))
+    errors = reprojection_errors(scene, colmap.read_model(capture.model), ref)
+    assert len(errors) == ref.num_reg_images()
     assert max(errors.values()) < 0.1, errors
     props = scene.carrara.reconstruction
-    assert (props.image_count, props.point_count, props.undistorted) == (11, 14272, True)
-    assert props.images_dir == str(shared_dataset("strecha_fountain_p11") / "images")
+    assert (props.image_count, props.point_count, props.undistorted) == \
+        (ref.num_reg_images(), ref.num_points3D(), True)
+    assert props.images_dir == str(capture.images_dir)
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["bin", "txt"])
@@ -110,9 +129,9 @@ def test_equirectangular_cameras_become_panoramic(scene, tmp_path):
     assert {(c.data.type, c.data.panorama_type) for c in imported_cameras(scene)} == {("PANO", "EQUIRECTANGULAR")}
 
 
-def test_points_keep_exact_colours_and_render_as_points(scene, tmp_path):
-    assert bpy.ops.import_scene.carrara_colmap(filepath=str(fountain_model()), photos="NONE") == {"FINISHED"}
-    rec = colmap.read_model(fountain_model())
+def test_points_keep_exact_colours_and_render_as_points(scene, capture):
+    assert bpy.ops.import_scene.carrara_colmap(filepath=str(capture.model), photos="NONE") == {"FINISHED"}
+    rec = colmap.read_model(capture.model)
     obj = bpy.data.objects[scene.carrara.reconstruction.points_object_name]
     mesh = obj.data
     np.testing.assert_allclose(scene_points.point_positions(obj), rec.points.xyz, rtol=1e-6, atol=1e-5)
@@ -177,15 +196,15 @@ def test_animated_camera_follows_every_photo(scene, tmp_path):
         assert np.abs(blender_pixels(scene, camera_obj, world) - expected).max() < 0.1
 
 
-def test_photos_as_backgrounds_and_as_planes(scene):
-    assert bpy.ops.import_scene.carrara_colmap(filepath=str(fountain_model())) == {"FINISHED"}
-    images_dir = shared_dataset("strecha_fountain_p11") / "images"
+def test_photos_as_backgrounds_and_as_planes(scene, capture):
+    assert bpy.ops.import_scene.carrara_colmap(filepath=str(capture.model)) == {"FINISHED"}
+    images_dir = capture.images_dir
     for camera_obj in imported_cameras(scene):
         (background,) = camera_obj.data.background_images
         assert bpy.path.abspath(background.image.filepath) == str(images_dir / camera_obj.name)
         assert camera_obj.data.show_background_images
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    assert bpy.ops.import_scene.carrara_colmap(filepath=str(fountain_model()), photos="PLANE") == {"FINISHED"}
+    assert bpy.ops.import_scene.carrara_colmap(filepath=str(capture.model), photos="PLANE") == {"FINISHED"}
     for camera_obj in imported_cameras(scene=bpy.context.scene):
         (plane,) = camera_obj.children
         texture = next(n for n in plane.active_material.node_tree.nodes if n.type == "TEX_IMAGE")
@@ -194,23 +213,23 @@ def test_photos_as_backgrounds_and_as_planes(scene):
         assert np.all(corners[:, 2] < 0)  # in front of the camera, which looks down -z
 
 
-def test_z_up_moves_only_the_root(scene):
-    bpy.ops.import_scene.carrara_colmap(filepath=str(fountain_model()), z_up=False, photos="NONE")
+def test_z_up_moves_only_the_root(scene, capture):
+    bpy.ops.import_scene.carrara_colmap(filepath=str(capture.model), z_up=False, photos="NONE")
     flat = {o[scene_cameras.IMAGE_ID_KEY]: np.array(o.matrix_basis) for o in imported_cameras(scene)}
     assert np.allclose(np.array(bpy.data.objects[scene.carrara.reconstruction.root_empty_name].matrix_world),
                        np.eye(4))
-    bpy.ops.import_scene.carrara_colmap(filepath=str(fountain_model()), z_up=True, photos="NONE")
+    bpy.ops.import_scene.carrara_colmap(filepath=str(capture.model), z_up=True, photos="NONE")
     upright = {o[scene_cameras.IMAGE_ID_KEY]: np.array(o.matrix_basis) for o in imported_cameras(scene)}
     assert sorted(upright) == sorted(flat)
     for image_id, matrix in flat.items():
         np.testing.assert_allclose(upright[image_id], matrix, atol=1e-6)
     root = np.array(bpy.data.objects[scene.carrara.reconstruction.root_empty_name].matrix_world)
     np.testing.assert_allclose(root[:3, :3] @ root[:3, :3].T, np.eye(3), atol=1e-6)
-    image_up = np.array([np.array(o.matrix_world)[:3, 1] for o in imported_cameras(scene)])
-    assert image_up.mean(0)[2] > 0.9  # the photos' up direction is now Blender's +Z
+    image_up = np.array([np.array(o.matrix_world)[:3, 1] for o in imported_cameras(scene)]).mean(0)
+    np.testing.assert_allclose(image_up / np.linalg.norm(image_up), [0, 0, 1], atol=1e-5)  # the photos' up is +Z
 
 
-def test_importing_leaves_what_was_there_alone(scene):
+def test_importing_leaves_what_was_there_alone(scene, capture):
     bpy.ops.mesh.primitive_cube_add(location=(1, 2, 3))
     cube = bpy.context.active_object
     artist_camera = bpy.data.objects.new("Artist camera", bpy.data.cameras.new("Artist camera"))
@@ -218,7 +237,7 @@ def test_importing_leaves_what_was_there_alone(scene):
     scene.camera = artist_camera
     scene.render.resolution_x, scene.render.resolution_y = 1234, 567
     before = {kind: sorted(d.name for d in getattr(bpy.data, kind)) for kind in _DATA_KINDS}
-    assert bpy.ops.import_scene.carrara_colmap(filepath=str(fountain_model()), photos="NONE") == {"FINISHED"}
+    assert bpy.ops.import_scene.carrara_colmap(filepath=str(capture.model), photos="NONE") == {"FINISHED"}
     after = {kind: sorted(d.name for d in getattr(bpy.data, kind)) for kind in _DATA_KINDS}
     for kind in _DATA_KINDS:
         assert set(before[kind]) <= set(after[kind])
@@ -228,15 +247,17 @@ def test_importing_leaves_what_was_there_alone(scene):
     photo_camera = imported_cameras(scene)[0]
     assert bpy.ops.carrara.look_through_camera(camera_name=photo_camera.name) == {"FINISHED"}
     assert scene.camera == photo_camera
-    assert (scene.render.resolution_x, scene.render.resolution_y) == (1536, 1024)
-    assert scene.render.pixel_aspect_y / scene.render.pixel_aspect_x == pytest.approx(1379.74 / 1382.08)
+    assert (scene.render.resolution_x, scene.render.resolution_y) == capture.size
+    assert scene.render.pixel_aspect_y / scene.render.pixel_aspect_x == pytest.approx(capture.pixel_aspect)
 
 
-def test_transforms_json_imports_and_exports_the_same_cameras(scene, tmp_path):
-    chair = shared_dataset("nerf_synthetic_chair") / "transforms_train.json"
+@pytest.mark.parametrize("source, photos", [("chair", 60), ("team-chair", 100)])
+def test_transforms_json_imports_and_exports_the_same_cameras(scene, tmp_path, source, photos):
+    chair = write_nerf_synthetic_chair(tmp_path / "chair") if source == "chair" else \
+        shared_dataset("nerf_synthetic_chair") / "transforms_train.json"
     assert bpy.ops.import_scene.carrara_colmap(filepath=str(chair), photos="NONE") == {"FINISHED"}
     props = scene.carrara.reconstruction
-    assert props.source_format == "TRANSFORMS" and props.point_count == 0 and props.image_count == 100
+    assert props.source_format == "TRANSFORMS" and props.point_count == 0 and props.image_count == photos
     out = tmp_path / "transforms.json"
     assert bpy.ops.export_scene.carrara_transforms(filepath=str(out)) == {"FINISHED"}
     original, _ = read_transforms(chair)

@@ -9,14 +9,17 @@ from mathutils import Matrix
 from carrara.addon import scene_sphere
 from carrara.shared import colmap
 from carrara.shared.sphere import fit_sphere_to_camera_views
-from testkit import shared_dataset
+from testkit import real_colmap_model, write_chair_in_colmap_frame
 
 
-@pytest.fixture(params=[False, True], ids=["as-is", "z-up"])
-def scene(request, registered_addon):
-    model = shared_dataset("strecha_fountain_p11") / "colmap_gt_poses" / "sparse" / "0"
-    assert bpy.ops.import_scene.carrara_colmap(filepath=str(model), photos="NONE", z_up=request.param) == \
-        {"FINISHED"}
+@pytest.fixture(params=[("chair", False), ("chair", True), ("fountain", False), ("fountain", True)],
+                ids=["chair-as-is", "chair-z-up", "fountain-as-is", "fountain-z-up"])
+def scene(request, registered_addon, tmp_path):
+    """A real capture imported as it is or turned z-up: the bundled chair in a COLMAP-like world (tilted, scaled,
+    off-centre), or the team's fountain."""
+    name, z_up = request.param
+    model = write_chair_in_colmap_frame(tmp_path / "chair") if name == "chair" else real_colmap_model(name)
+    assert bpy.ops.import_scene.carrara_colmap(filepath=str(model), photos="NONE", z_up=z_up) == {"FINISHED"}
     return bpy.context.scene
 
 
@@ -32,6 +35,12 @@ def root_matrix(scene):
     return bpy.data.objects[props(scene).root_empty_name].matrix_world
 
 
+def estimated(scene) -> tuple[np.ndarray, float]:
+    """The sphere as the import estimated it: the tests place things relative to it, whatever the capture's scale."""
+    sphere = scene_sphere.sphere_from_props(scene)
+    return sphere.center, sphere.radius
+
+
 def test_import_estimates_a_sphere_the_object_shows(scene):
     shown = scene_sphere.sphere_from_object(scene, sphere_object(scene))
     np.testing.assert_allclose(shown.center, props(scene).sphere_center, rtol=1e-5)
@@ -41,20 +50,24 @@ def test_import_estimates_a_sphere_the_object_shows(scene):
 
 
 def test_panel_fields_move_and_scale_the_sphere(scene):
-    props(scene).sphere_center = (-15.0, -9.5, 0.25)
-    props(scene).sphere_radius = 2.5
-    world = root_matrix(scene) @ Matrix.Translation((-15.0, -9.5, 0.25))
+    center, radius = estimated(scene)
+    moved = center + radius * np.array([0.25, 0.25, 0.2])
+    props(scene).sphere_center = moved
+    props(scene).sphere_radius = 0.4 * radius
+    world = root_matrix(scene) @ Matrix.Translation(moved)
     np.testing.assert_allclose(sphere_object(scene).matrix_world.translation, world.translation, atol=1e-4)
-    np.testing.assert_allclose(sphere_object(scene).matrix_world.to_scale(), (2.5,) * 3, rtol=1e-5)
+    np.testing.assert_allclose(sphere_object(scene).matrix_world.to_scale(), (0.4 * radius,) * 3, rtol=1e-5)
 
 
 def test_grabbing_and_scaling_the_sphere_updates_the_panel(scene):
+    center, radius = estimated(scene)
+    moved = center + radius * np.array([-0.1, 0.1, 0.05])
     obj = sphere_object(scene)
-    target = Matrix.Translation((-16.0, -11.0, -1.0)) @ Matrix.Diagonal((3.0, 3.0, 3.0, 1.0))
+    target = Matrix.Translation(moved) @ Matrix.Diagonal((0.6 * radius,) * 3 + (1.0,))
     obj.matrix_world = root_matrix(scene) @ target   # what the artist's grab and scale amount to
     assert scene_sphere.read_sphere_from_object(scene)
-    np.testing.assert_allclose(props(scene).sphere_center, (-16.0, -11.0, -1.0), atol=1e-4)
-    assert props(scene).sphere_radius == pytest.approx(3.0, rel=1e-5)
+    np.testing.assert_allclose(props(scene).sphere_center, moved, atol=1e-4)
+    assert props(scene).sphere_radius == pytest.approx(0.6 * radius, rel=1e-5)
     assert not scene_sphere.read_sphere_from_object(scene)  # settled: nothing left to write
 
 
@@ -75,24 +88,27 @@ def test_renamed_sphere_is_still_found(scene):
 
 
 def test_warnings_follow_the_sphere_and_the_scene_type(scene):
-    props(scene).sphere_radius = 0.02
+    center, radius = estimated(scene)
+    props(scene).sphere_radius = radius / 500
     assert "tiny" in props(scene).sphere_warnings and "holds only" in props(scene).sphere_warnings
-    props(scene).sphere_radius = 40.0
+    props(scene).sphere_radius = 2 * np.linalg.norm(scene_sphere.camera_centers(scene) - center, axis=1).max()
     assert "cameras are inside" in props(scene).sphere_warnings
     props(scene).scene_type = "indoor"
     assert "cameras are inside" not in props(scene).sphere_warnings
 
 
 def test_fit_to_selected_points(scene):
+    reach = estimated(scene)[1] / 4
     points = bpy.data.objects[props(scene).points_object_name]
     xyz = np.array([v.co[:] for v in points.data.vertices])
-    chosen = np.linalg.norm(xyz - xyz.mean(0), axis=1) < 1.0
+    chosen = np.linalg.norm(xyz - xyz.mean(0), axis=1) < reach
+    assert 2 <= chosen.sum() < len(xyz)
     points.data.vertices.foreach_set("select", chosen)
     assert bpy.ops.carrara.sphere_fit_selected_points() == {"FINISHED"}
     sphere = scene_sphere.sphere_from_props(scene)
     farthest = np.linalg.norm(xyz[chosen] - sphere.center, axis=1).max()
     assert farthest == pytest.approx(sphere.radius, rel=1e-5)  # tight: the smallest sphere, in float32 fields
-    assert sphere.radius < 1.0
+    assert sphere.radius < reach
     np.testing.assert_allclose(scene_sphere.sphere_from_object(scene, sphere_object(scene)).center, sphere.center,
                                atol=1e-4)
 
@@ -114,22 +130,22 @@ def test_fit_to_the_cameras_view(scene):
 
 
 def test_crop_box_syncs_and_exports_as_aabb_range(scene, tmp_path):
+    center, radius = estimated(scene)
     assert bpy.ops.carrara.crop_box_add() == {"FINISHED"}
     box = bpy.data.objects[props(scene).crop_box_object_name]
     assert props(scene).crop_enabled and box.empty_display_type == "CUBE"
-    props(scene).crop_min = (-20.0, -14.0, -3.0)
-    props(scene).crop_max = (-12.0, -8.0, 1.0)
-    np.testing.assert_allclose(scene_sphere.crop_box_from_object(scene, box),
-                               [[-20, -12], [-14, -8], [-3, 1]], atol=1e-4)
-    box.matrix_world = root_matrix(scene) @ Matrix.Translation((-15.0, -10.0, 0.0)) @ \
-        Matrix.Diagonal((2.0, 1.0, 0.5, 1.0))
+    low, high = center - radius * np.array([0.8, 0.6, 0.4]), center + radius * np.array([0.5, 0.4, 0.3])
+    props(scene).crop_min, props(scene).crop_max = low, high
+    np.testing.assert_allclose(scene_sphere.crop_box_from_object(scene, box), np.stack([low, high], 1), atol=1e-4)
+    middle, half = center + radius * np.array([0.1, 0.2, 0.0]), radius * np.array([0.5, 0.25, 0.125])
+    box.matrix_world = root_matrix(scene) @ Matrix.Translation(middle) @ Matrix.Diagonal((*half, 1.0))
     bpy.context.view_layer.update()
-    np.testing.assert_allclose(props(scene).crop_min, (-17.0, -11.0, -0.5), atol=1e-4)
-    np.testing.assert_allclose(props(scene).crop_max, (-13.0, -9.0, 0.5), atol=1e-4)
+    np.testing.assert_allclose(props(scene).crop_min, middle - half, atol=1e-4)
+    np.testing.assert_allclose(props(scene).crop_max, middle + half, atol=1e-4)
     out = tmp_path / "transforms.json"
     assert bpy.ops.export_scene.carrara_transforms(filepath=str(out)) == {"FINISHED"}
     meta = json.loads(out.read_text())
-    np.testing.assert_allclose(meta["aabb_range"], [[-17, -13], [-11, -9], [-0.5, 0.5]], atol=1e-4)
+    np.testing.assert_allclose(meta["aabb_range"], np.stack([middle - half, middle + half], 1), atol=1e-4)
     np.testing.assert_allclose(meta["sphere_center"], props(scene).sphere_center, rtol=1e-6)
     assert bpy.ops.carrara.crop_box_remove() == {"FINISHED"}
     assert "Crop box" not in bpy.data.objects and not props(scene).crop_enabled
