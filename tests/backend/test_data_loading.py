@@ -18,7 +18,7 @@ from carrara.shared.camera_convention import colmap_from_c2w_opencv
 from carrara.shared.colmap import write_model
 from carrara.shared.reconstruction import Camera, Image, Points3D, Reconstruction
 from carrara.shared.sphere import BoundingSphere
-from testkit import shared_dataset
+from testkit import shared_dataset, write_nerf_synthetic_chair
 
 CENTER = np.array([2.0, -1.0, 0.5])
 RADIUS = 0.75
@@ -126,7 +126,7 @@ def test_holds_out_evenly_spaced_views_when_there_are_enough():
 
 
 @pytest.mark.parametrize("case, pattern", [
-    ("missing", r"p03\.png: missing"),
+    ("missing", r"p03\.png: photo of image 4 is missing"),
     ("unreadable", r"p03\.png: cannot be read as an image"),
     ("wrong size", r"p03\.png: is 20x20 pixels but its camera 1 is 40x30"),
 ])
@@ -181,12 +181,15 @@ def test_alpha_is_used_as_mask_only_when_every_photo_has_it(tmp_path):
     assert not data.use_alpha and any("alpha" in w for w in data.warnings)
 
 
-def test_reads_nerf_synthetic_transforms_with_alpha():
-    chair = shared_dataset("nerf_synthetic_chair")
+@pytest.mark.parametrize("source, views", [("chair", 60), ("team-chair", 100)])
+def test_reads_nerf_synthetic_transforms_with_alpha(tmp_path, source, views):
+    """The bundled chair's RGBA renders in the NeRF-synthetic vocabulary, or the team's original."""
+    chair = write_nerf_synthetic_chair(tmp_path).parent if source == "chair" else \
+        shared_dataset("nerf_synthetic_chair")
     full_width = PILImage.open(chair / "train" / "r_0.png").width
     data = load_dataset(chair / "transforms_train.json", sphere=BoundingSphere(np.zeros(3), 1.5),
                         downscale=full_width / 64)
-    assert len(data.views) == 100 and data.use_alpha and data.validation_held_out
+    assert len(data.views) == views and data.use_alpha and data.validation_held_out
     view = data.views[0]
     assert (view.width, view.height) == (64, 64)
     assert view.intrinsics[0] == pytest.approx(32.0 / math.tan(0.5 * 0.6911112070083618), rel=1e-6)
