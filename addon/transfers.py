@@ -6,6 +6,7 @@ from the last byte that arrived. No bpy here.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -127,6 +128,7 @@ class DatasetUpload:
         self._manifest: list[list] | None = None
         self._paths_by_sha: dict[str, Path] = {}
         self._todo: list[dict] = []          # [{"sha256", "offset", "size"}], front first
+        self._more = False                   # the backend listed only part of the missing blobs
         self._in_flight = 0
         self._generation = -1
         self._waiting = False                # an announce or commit is in flight
@@ -162,8 +164,8 @@ class DatasetUpload:
             return
         if connection.generation != self._generation:    # first step, or reconnected: ask what is missing
             self._generation = connection.generation
-            self._in_flight, self._waiting = 0, True
-            connection.request(p.MessageType.UPLOAD_BEGIN, {"files": self._manifest}, on_reply=self._on_begin)
+            self._in_flight = 0
+            self._announce(connection)
             return
         while not self._waiting and self._todo and self._in_flight < self.window:
             blob = self._todo[0]
@@ -179,14 +181,29 @@ class DatasetUpload:
             if blob["offset"] >= blob["size"]:
                 self._todo.pop(0)
         if not self._waiting and not self._todo and self._in_flight == 0:
+            if self._more:                  # the listed blobs are sent: ask for the rest
+                self._announce(connection)
+                return
             self._waiting = True
             connection.request(p.MessageType.UPLOAD_COMMIT, {"upload_id": self.upload_id}, on_reply=self._on_commit)
+
+    def _announce(self, connection: Connection) -> None:
+        """upload_begin with the file list: in the header when it is short, else as an array of UTF-8 JSON (a
+        list of thousands of photos is larger than a header may be)."""
+        self._waiting = True
+        listing = json.dumps(self._manifest, separators=(",", ":")).encode("utf-8")
+        if len(listing) <= p.MAX_HEADER_BYTES // 4:
+            connection.request(p.MessageType.UPLOAD_BEGIN, {"files": self._manifest}, on_reply=self._on_begin)
+        else:
+            connection.request(p.MessageType.UPLOAD_BEGIN, {}, arrays={"files": np.frombuffer(listing, np.uint8)},
+                               on_reply=self._on_begin)
 
     def _on_begin(self, reply: p.Message) -> None:
         self._waiting = False
         if self._check(reply):
             self.upload_id = reply.body["upload_id"]
             self._todo = [dict(blob) for blob in reply.body["missing"]]
+            self._more = reply.body.get("missing_total", len(self._todo)) > len(self._todo)
 
     def _on_chunk(self, reply: p.Message) -> None:
         self._in_flight -= 1

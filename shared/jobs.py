@@ -15,6 +15,8 @@ JOB_KINDS = ("check_dataset", "reconstruct", "extract", "prepare")
 PRESETS = ("ci", "preview", "standard", "high")
 SCENE_TYPES = ("object", "indoor", "outdoor")
 DEVICES = ("auto", "cuda", "cpu")
+#: Longest dataset path or id a config may carry (a job's snapshot, config included, must fit one header).
+MAX_PATH_CHARS = 4096
 MESH_FORMATS = ("ply", "glb")
 #: Faces in a delivered mesh unless asked otherwise: what Blender keeps interactive on an artist's machine.
 ARTIST_FACE_BUDGET = 500_000
@@ -36,8 +38,8 @@ class DatasetRef:
             raise _fail("dataset", "needs exactly one of 'path' and 'upload_id'")
         for name in ("path", "upload_id"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise _fail(f"dataset.{name}", "must be a non-empty string")
+            if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_PATH_CHARS):
+                raise _fail(f"dataset.{name}", f"must be a non-empty string of at most {MAX_PATH_CHARS} characters")
 
 
 @dataclass
@@ -120,7 +122,7 @@ class ExtractConfig(AssetSettings):
     device: str = "auto"
 
     def validate(self) -> None:
-        if not isinstance(self.source_job_id, str) or not self.source_job_id:
+        if not isinstance(self.source_job_id, str) or not self.source_job_id or len(self.source_job_id) > 64:
             raise _fail("source_job_id", "must name the reconstruct job whose checkpoint to use")
         _one_of("device", self.device, DEVICES)
         super().validate()

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
+import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -27,6 +30,15 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 #: Size of the chunks in which files and meshes travel.
 CHUNK_BYTES = 4 * 1024 * 1024
 MAX_ARRAYS = 16
+#: Dimensions of one array, and nesting depth of the JSON header: both far above any real message.
+MAX_ARRAY_DIMS = 8
+MAX_JSON_DEPTH = 32
+#: Frames and bytes of one whole message; the server discards the rest of a message past these unread.
+MAX_MESSAGE_FRAMES = 1 + MAX_ARRAYS
+MAX_MESSAGE_BYTES = 2 * MAX_FRAME_BYTES
+#: Texts that travel inside other messages (log lines, error messages) are clipped to these many characters.
+MAX_LOG_LINE_CHARS = 4000
+MAX_ERROR_MESSAGE_CHARS = 2000
 
 #: Seconds between the client's pings; either side treats 3 missed beats as the other being gone.
 HEARTBEAT_INTERVAL_S = 1.0
@@ -52,6 +64,9 @@ class MessageType:
     UPLOAD_BEGIN = "upload_begin"
     UPLOAD_CHUNK = "upload_chunk"
     UPLOAD_COMMIT = "upload_commit"
+    DELETE_JOB = "delete_job"
+    FETCH_LOG = "fetch_log"
+    PRUNE = "prune"
     # server -> client
     WELCOME = "welcome"
     PONG = "pong"
@@ -60,12 +75,13 @@ class MessageType:
     ACK = "ack"
     CHUNK = "chunk"
     UPLOAD_STATUS = "upload_status"
+    PRUNED = "pruned"
     EVENT = "event"
     ERROR = "error"
 
     REQUESTS = frozenset({HELLO, PING, SUBMIT, CANCEL, RESUME, LIST_JOBS, ATTACH, DETACH, FETCH,
-                          UPLOAD_BEGIN, UPLOAD_CHUNK, UPLOAD_COMMIT})
-    REPLIES = frozenset({WELCOME, PONG, JOB, JOBS, ACK, CHUNK, UPLOAD_STATUS, EVENT, ERROR})
+                          UPLOAD_BEGIN, UPLOAD_CHUNK, UPLOAD_COMMIT, DELETE_JOB, FETCH_LOG, PRUNE})
+    REPLIES = frozenset({WELCOME, PONG, JOB, JOBS, ACK, CHUNK, UPLOAD_STATUS, PRUNED, EVENT, ERROR})
 
 
 class EventKind:
@@ -111,7 +127,8 @@ class ErrorCode:
     BAD_STATE = "bad_state"            # e.g. resuming a running job
     UNAVAILABLE = "unavailable"        # e.g. a GPU-only job on a CPU server
     NEEDS_UPLOAD = "needs_upload"      # the backend cannot (or may not) read the dataset path: upload it
-    INTERNAL = "internal"
+    QUOTA = "quota"                    # a server limit on blobs, uploads or queued jobs: remove something first
+    INTERNAL = "internal"              # a bug; the message carries an error id, the traceback stays in the log
 
 
 class ProtocolError(Exception):
@@ -182,14 +199,49 @@ def encode(message: Message) -> list[bytes | memoryview]:
     return [encoded, *frames]
 
 
+_REQUEST_ID_TEXT = re.compile(rb'"request_id"\s*:\s*"([^"\\]{1,128})"')
+
+
 def peek_request_id(frames: Sequence[bytes | memoryview]) -> str | None:
-    """Best-effort request id of a message that failed to decode, so the error reply can name it."""
+    """Best-effort request id of a message that failed to decode, so the error reply can name it (read as text
+    when the header is not JSON this side accepts, e.g. nested too deep)."""
     try:
-        header = json.loads(bytes(frames[0]))
+        raw = bytes(frames[0])[:MAX_HEADER_BYTES]
+    except (IndexError, TypeError):
+        return None
+    try:
+        header = json.loads(raw)
         rid = header.get("request_id") if isinstance(header, dict) else None
         return rid if isinstance(rid, str) else None
-    except Exception:
-        return None
+    except (ValueError, RecursionError):
+        found = _REQUEST_ID_TEXT.search(raw)
+        return found.group(1).decode("utf-8", "replace") if found else None
+
+
+def clip_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut, so a message built from it stays small."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters cut)"
+
+
+def new_error_id() -> str:
+    """A short id that ties an ``internal`` reply to its traceback in the server's log."""
+    return f"E{secrets.token_hex(4)}"
+
+
+def _nesting_depth(value: Any) -> int:
+    """Deepest list/object nesting of a decoded JSON value, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def decode(frames: Sequence[bytes | memoryview]) -> Message:
@@ -203,8 +255,13 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"frame 0 is not a UTF-8 JSON header: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.MALFORMED, f"frame 0 nests lists or objects deeper than {MAX_JSON_DEPTH}") \
+            from None
     if not isinstance(header, dict):
         raise ProtocolError(ErrorCode.MALFORMED, "frame 0 must be a JSON object")
+    if _nesting_depth(header) > MAX_JSON_DEPTH:
+        raise ProtocolError(ErrorCode.MALFORMED, f"frame 0 nests lists or objects deeper than {MAX_JSON_DEPTH}")
     version = header.get("protocol")
     if not isinstance(version, int) or isinstance(version, bool):
         raise ProtocolError(ErrorCode.MALFORMED, "header field 'protocol' is missing or not an integer")
@@ -250,14 +307,15 @@ def _decode_array(index: int, spec: Any, frame: bytes | memoryview) -> tuple[str
     name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
     if not isinstance(name, str) or not name:
         raise ProtocolError(ErrorCode.BAD_ARRAY, f"{where}.name must be a non-empty string")
-    if dtype not in ALLOWED_DTYPES:
-        raise ProtocolError(ErrorCode.BAD_ARRAY,
-                            f"{where} ({name}): dtype {dtype!r} is not one of {sorted(ALLOWED_DTYPES)}")
-    if (not isinstance(shape, list) or
+    if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
+        raise ProtocolError(ErrorCode.BAD_ARRAY, f"{where} ({name}): dtype {clip_text(repr(dtype), 40)} is not "
+                                                 f"one of {sorted(ALLOWED_DTYPES)}")
+    if (not isinstance(shape, list) or len(shape) > MAX_ARRAY_DIMS or
             not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
-        raise ProtocolError(ErrorCode.BAD_ARRAY, f"{where} ({name}): shape must be a list of non-negative integers")
+        raise ProtocolError(ErrorCode.BAD_ARRAY, f"{where} ({name}): shape must be a list of at most "
+                                                 f"{MAX_ARRAY_DIMS} non-negative integers")
     itemsize = np.dtype(dtype).itemsize
-    expected = itemsize * int(np.prod(shape, dtype=np.int64)) if shape else itemsize
+    expected = itemsize * math.prod(shape)      # Python integers: no wrap-around
     buffer = memoryview(frame) if not isinstance(frame, memoryview) else frame
     if expected > MAX_FRAME_BYTES or buffer.nbytes > MAX_FRAME_BYTES:
         raise ProtocolError(ErrorCode.OVERSIZED,
@@ -278,10 +336,11 @@ def reply_to(request: Message, mtype: str, body: dict[str, Any] | None = None,
 
 
 def error_reply(code: str, message: str, request_id: str | None = None, job_id: str | None = None,
-                traceback: str | None = None) -> Message:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if traceback:
-        body["traceback"] = traceback
+                error_id: str | None = None) -> Message:
+    """An ERROR reply; ``error_id`` names an ``internal`` error's traceback in the server's log."""
+    body: dict[str, Any] = {"code": code, "message": clip_text(message, MAX_ERROR_MESSAGE_CHARS)}
+    if error_id:
+        body["error_id"] = error_id
     return Message(type=MessageType.ERROR, body=body, request_id=request_id, job_id=job_id)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ...shared.checksum import file_sha256
 from ...shared.mesh_data import MeshData
-from ...shared.protocol import ArtifactRef, EventKind, Message, event
+from ...shared.protocol import MAX_LOG_LINE_CHARS, ArtifactRef, EventKind, Message, clip_text, event
 from .workspace import JobRecord, Workspace
 
 #: job.json is rewritten at most this often for progress alone (state changes and artifacts always write it).
@@ -38,8 +38,11 @@ class JobContext:
     """One run of one job; implements ``carrara.backend.reporting.Reporter``."""
 
     def __init__(self, record: JobRecord, workspace: Workspace, lock: threading.RLock,
-                 emit: Callable[[Message], None], cancel: threading.Event):
+                 emit: Callable[[Message], None], cancel: threading.Event,
+                 allowed_roots: list[Path] | None = None):
         self.record = record
+        #: folders the job may read photos from (shared.dataset_source's ``allowed_roots``); None: the dataset's own
+        self.allowed_roots = allowed_roots
         self.workspace = workspace
         self.job_dir = workspace.job_dir(record.job_id)
         self.artifacts_dir = self.job_dir / "artifacts"
@@ -64,6 +67,7 @@ class JobContext:
 
     def log(self, line: str, level: str = "info") -> None:
         level = level if level in LOG_LEVELS else "info"
+        line = clip_text(line, MAX_LOG_LINE_CHARS)     # one line may quote a whole file; its event must fit
         with self._lock:
             self.workspace.append_log(self.record.job_id, line, level)
             self._emit(event(self.record.job_id, EventKind.LOG, line=line, level=level))

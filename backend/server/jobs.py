@@ -6,32 +6,41 @@ A job that took the server down ``MAX_CRASHES`` times is not retried by itself a
 """
 from __future__ import annotations
 
+import json
 import threading
-import traceback
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
 from ...shared.jobs import config_from_json, config_to_json
-from ...shared.protocol import ErrorCode, EventKind, JobState, Message, ProtocolError, event
+from ...shared.protocol import (MAX_ERROR_MESSAGE_CHARS, MAX_HEADER_BYTES, ErrorCode, EventKind, JobState, Message,
+                                ProtocolError, clip_text, event, require)
+from .internal_errors import log_internal_error
 from .job_context import JobContext
 from .kinds import JobFailed, registered_kinds, runner
+from .quotas import Quotas
 from .uploads import UploadStore
 from .workspace import JobRecord, Workspace
 
 MAX_CRASHES = 3
-#: JOBS replies carry at most this many jobs (newest first) so the header stays small.
+#: JOBS replies carry at most this many jobs (newest first), and no more than fill half a header.
 LIST_LIMIT = 200
+LIST_BYTES = MAX_HEADER_BYTES // 2
+TERMINAL = frozenset({JobState.FINISHED, JobState.FAILED, JobState.CANCELLED})
 
 
 class JobManager:
     """Job records, the queue and the worker thread; every method is safe to call from the server loop."""
 
     def __init__(self, workspace: Workspace, uploads: UploadStore, emit: Callable[[Message], None], *,
-                 local_paths: bool = True):
+                 local_paths: bool = True, allowed_roots: list[Path] | None = None, quotas: Quotas = Quotas()):
         self.workspace = workspace
         self.uploads = uploads
         self.local_paths = local_paths      # may clients name folders on this machine, or only uploads?
+        #: folders a dataset path may lie in (None: any the server's user can read)
+        self.allowed_roots = None if allowed_roots is None else [Path(r).resolve() for r in allowed_roots]
+        self.quotas = quotas
         self._emit = emit
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
@@ -85,20 +94,25 @@ class JobManager:
                                                            f"{timeout_s:.0f} s")
 
     # --- requests -------------------------------------------------------------------------------------------
-    def submit(self, kind: str, config: Any) -> dict[str, Any]:
+    def submit(self, kind: str, config: Any, owner: str | None = None) -> dict[str, Any]:
         parsed = config_from_json(kind, config)
         if kind not in registered_kinds():
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"job kind {kind!r} is not available on this backend yet "
                                                        f"(it runs: {', '.join(registered_kinds())})")
-        self._check_sources(parsed)
-        record = self.workspace.create_job(kind, config_to_json(parsed))
+        self._check_sources(parsed, owner)
         with self._lock:
+            if len(self._queue) >= self.quotas.queued_jobs:
+                raise ProtocolError(ErrorCode.QUOTA, f"{len(self._queue)} jobs are queued already, the most this "
+                                                     "backend takes; wait for one to finish or cancel one")
+            record = self.workspace.create_job(kind, config_to_json(parsed))
+            record.owner = owner
+            self.workspace.save(record)
             self._records[record.job_id] = record
             self._queue.append(record.job_id)
             self._wake.notify_all()
             return record.snapshot()
 
-    def _check_sources(self, config: Any) -> None:
+    def _check_sources(self, config: Any, owner: str | None) -> None:
         """Refuse, before queueing, a job whose input this backend cannot read: the client can still fix it."""
         dataset = getattr(config, "dataset", None)
         if dataset is not None and dataset.upload_id is not None:
@@ -110,31 +124,82 @@ class JobManager:
             if not Path(dataset.path).exists():
                 raise ProtocolError(ErrorCode.NEEDS_UPLOAD, f"the backend cannot see {dataset.path!r} (a remote "
                                                             "backend, or another machine's folder); upload it")
+            resolved = Path(dataset.path).resolve()
+            if self.allowed_roots is not None and not any(resolved.is_relative_to(r) for r in self.allowed_roots):
+                raise ProtocolError(ErrorCode.NEEDS_UPLOAD, f"config field 'dataset.path' {dataset.path!r} lies "
+                                                            "outside the folders this backend may read "
+                                                            "(its --allow-root list); upload it")
         source = getattr(config, "source_job_id", None)
-        if source is not None and self.record(source).kind != "reconstruct":
+        if source is not None and self.record(source, owner).kind != "reconstruct":
             raise ProtocolError(ErrorCode.BAD_FIELD, f"config field 'source_job_id': job {source!r} is not a "
                                                      "reconstruction")
 
-    def record(self, job_id: str | None) -> JobRecord:
+    def record(self, job_id: str | None, owner: str | None = None) -> JobRecord:
+        """The job ``owner`` may see (None: any job); another client's job is as unknown as a missing one."""
         if job_id is None:
             raise ProtocolError(ErrorCode.BAD_FIELD, "header field 'job_id' is missing: name the job")
         record = self._records.get(job_id)
-        if record is None:
-            raise ProtocolError(ErrorCode.NO_SUCH_JOB, f"no job {job_id!r} on this backend")
+        if record is None or not _visible(record, owner):
+            raise ProtocolError(ErrorCode.NO_SUCH_JOB, f"no job {clip_text(job_id, 80)!r} on this backend")
         return record
 
-    def snapshot(self, job_id: str | None) -> dict[str, Any]:
+    def snapshot(self, job_id: str | None, owner: str | None = None) -> dict[str, Any]:
         with self._lock:
-            return self.record(job_id).snapshot()
+            return self.record(job_id, owner).snapshot()
 
-    def listing(self) -> dict[str, Any]:
+    def listing(self, owner: str | None = None) -> dict[str, Any]:
+        """The newest jobs ``owner`` may see, as many as fit ``LIST_BYTES``; ``total`` counts them all."""
         with self._lock:
-            records = sorted(self._records.values(), key=lambda r: (r.created, r.job_id), reverse=True)
-            return {"jobs": [r.snapshot(with_config=False) for r in records[:LIST_LIMIT]], "total": len(records)}
+            records = sorted((r for r in self._records.values() if _visible(r, owner)),
+                             key=lambda r: (r.created, r.job_id), reverse=True)
+            jobs, size = [], 0
+            for record in records[:LIST_LIMIT]:
+                snapshot = record.snapshot(with_config=False)
+                size += len(json.dumps(snapshot))
+                if size > LIST_BYTES:
+                    break
+                jobs.append(snapshot)
+            return {"jobs": jobs, "total": len(records)}
 
-    def cancel(self, job_id: str | None) -> dict[str, Any]:
+    def delete(self, job_id: str | None, owner: str | None = None) -> None:
+        """Remove a finished, failed, cancelled or interrupted job and its folder; a queued or running one stays."""
         with self._lock:
-            record = self.record(job_id)
+            record = self.record(job_id, owner)
+            if record.state in JobState.ACTIVE:
+                raise ProtocolError(ErrorCode.BAD_STATE, f"job {record.job_id} is {record.state}; cancel it before "
+                                                         "removing it")
+            del self._records[record.job_id]
+            self.workspace.delete_job(record.job_id)
+
+    def prune(self, owner: str | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The retention policy: finished, failed and cancelled jobs not updated for ``keep_days`` (a client may
+        ask for fewer, down to 0, for its own jobs) are removed, then uploads no remaining job names and not
+        touched for ``keep_days``, then blobs no remaining upload lists."""
+        days = self.quotas.keep_days
+        if body is not None and body.get("older_than_days") is not None:
+            days = require(body, "older_than_days", float)
+            if not 0 <= days <= 36500:
+                raise ProtocolError(ErrorCode.BAD_FIELD, "body field 'older_than_days' must be from 0 to 36500")
+        cutoff = time.time() - days * 86400
+        with self._lock:
+            old = [r for r in self._records.values() if r.state in TERMINAL and _visible(r, owner)
+                   and self._updated_before(r, cutoff)]
+            for record in old:
+                del self._records[record.job_id]
+                self.workspace.delete_job(record.job_id)
+            in_use = {(r.config.get("dataset") or {}).get("upload_id") for r in self._records.values()}
+        uploads = self.uploads.prune(in_use, time.time() - self.quotas.keep_days * 86400)
+        return {"jobs": sorted(r.job_id for r in old), "uploads": uploads}
+
+    def _updated_before(self, record: JobRecord, cutoff: float) -> bool:
+        try:
+            return (self.workspace.job_dir(record.job_id) / "job.json").stat().st_mtime < cutoff
+        except OSError:
+            return True
+
+    def cancel(self, job_id: str | None, owner: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            record = self.record(job_id, owner)
             if record.state == JobState.QUEUED:
                 self._queue.remove(record.job_id)
                 self._change(record, JobState.CANCELLED, "cancelled before it started")
@@ -146,9 +211,9 @@ class JobManager:
                                                          "running jobs can be cancelled")
             return record.snapshot()
 
-    def resume(self, job_id: str | None) -> dict[str, Any]:
+    def resume(self, job_id: str | None, owner: str | None = None) -> dict[str, Any]:
         with self._lock:
-            record = self.record(job_id)
+            record = self.record(job_id, owner)
             if record.state not in JobState.RESUMABLE:
                 raise ProtocolError(ErrorCode.BAD_STATE, f"job {record.job_id} is {record.state}; only failed, "
                                                          "cancelled or interrupted jobs can be resumed")
@@ -191,20 +256,23 @@ class JobManager:
         if record.kind not in registered_kinds():
             return JobState.FAILED, "failed", {"message": f"job kind {record.kind!r} is not available on this "
                                                           "backend", "traceback": ""}
-        context = JobContext(record, self.workspace, self._lock, self._emit, cancel)
+        config_json = dict(record.config)
+        upload_id = (config_json.get("dataset") or {}).get("upload_id")
+        roots = self.allowed_roots
+        context = JobContext(record, self.workspace, self._lock, self._emit, cancel, roots)
         try:
-            config_json = dict(record.config)
-            upload_id = (config_json.get("dataset") or {}).get("upload_id")
             if upload_id is not None:     # the engine reads a folder; the record keeps the upload id
-                config_json["dataset"] = {"path": str(self.uploads.dataset_path(upload_id))}
+                folder = self.uploads.dataset_path(upload_id)
+                config_json["dataset"] = {"path": str(folder)}
+                context.allowed_roots = [folder.resolve()]     # an upload reads nothing but itself
             run = runner(record.kind)
             run(config_from_json(record.kind, config_json), context.job_dir, context, self._device)
         except JobFailed as exc:
-            return JobState.FAILED, "failed", {"message": str(exc), "traceback": ""}
+            return JobState.FAILED, "failed", _explained(str(exc))
         except ProtocolError as exc:
-            return JobState.FAILED, "failed", {"message": exc.message, "traceback": ""}
+            return JobState.FAILED, "failed", _explained(exc.message)
         except Exception as exc:
-            return JobState.FAILED, "failed", _crash(exc)
+            return JobState.FAILED, "failed", _crash(exc, record.job_id)
         if cancel.is_set():
             if self._stopping:
                 return JobState.INTERRUPTED, "the server stopped; the job resumes from its checkpoint at the " \
@@ -213,5 +281,18 @@ class JobManager:
         return JobState.FINISHED, "finished", None
 
 
-def _crash(exc: BaseException) -> dict[str, str]:
-    return {"message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+def _visible(record: JobRecord, owner: str | None) -> bool:
+    """Jobs from before owners were recorded stay visible to every client, as they were."""
+    return owner is None or record.owner is None or record.owner == owner
+
+
+def _explained(message: str) -> dict[str, str]:
+    return {"message": clip_text(message, MAX_ERROR_MESSAGE_CHARS), "traceback": ""}
+
+
+def _crash(exc: BaseException, job_id: str) -> dict[str, str]:
+    """A bug in a job: the client hears its kind and an error id; the traceback goes to the server's log."""
+    error_id = log_internal_error(f"running job {job_id}")
+    text = clip_text(f"{type(exc).__name__}: {exc}", 300)
+    return {"message": f"internal error {error_id} in the backend ({text}); its log has the details",
+            "traceback": "", "error_id": error_id}

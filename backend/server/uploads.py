@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,17 @@ import numpy as np
 from ...shared.checksum import file_sha256
 from ...shared.protocol import ErrorCode, ProtocolError
 from .paths import confined_path, safe_relative_path
+from .quotas import Quotas
 from .workspace import write_json_atomic
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 UPLOAD_ID_PATTERN = re.compile(r"^u[0-9a-f]{32}$")
 MAX_UPLOAD_FILES = 20_000
-MAX_FILE_BYTES = 1 << 40
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+#: Announced blob sizes remembered (the oldest are forgotten first; upload_begin announces them again).
+ANNOUNCED_BLOBS_KEPT = MAX_UPLOAD_FILES
+#: ``missing`` entries one UPLOAD_STATUS lists; ``missing_total`` counts all, and upload_begin again lists the rest.
+MISSING_LISTED = 1000
 
 
 def _bad(message: str) -> ProtocolError:
@@ -43,23 +48,37 @@ def _bad(message: str) -> ProtocolError:
 class UploadStore:
     """The uploads folder and the blob sizes announced since the server started."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, quotas: Quotas = Quotas()):
         self.root = root
+        self.quotas = quotas
         self.blobs, self.partial = root / "blobs", root / "partial"
         self.manifests, self.datasets = root / "manifests", root / "datasets"
         for folder in (self.blobs, self.partial, self.manifests, self.datasets):
             folder.mkdir(parents=True, exist_ok=True)
-        self._sizes: dict[str, int] = {}   # sha256 -> size, from upload_begin
+        self._sizes: OrderedDict[str, int] = OrderedDict()   # sha256 -> size, from upload_begin, newest last
+
+    @staticmethod
+    def file_list_from_array(data: np.ndarray) -> Any:
+        """The file list of an upload_begin that sent it as array ``files`` (UTF-8 JSON), for lists too long for
+        a header."""
+        if data.dtype != np.uint8 or data.ndim != 1:
+            raise ProtocolError(ErrorCode.BAD_ARRAY, "array 'files' must be uint8 bytes of a JSON list")
+        try:
+            return json.loads(data.tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise _bad("array 'files' is not UTF-8 JSON: send the list of [path, size, sha256]") from None
 
     def begin(self, files: Any) -> dict[str, Any]:
         """Record an upload's file list; answer which blobs are missing and from which offset."""
         entries = self._check_file_list(files)
+        self._check_quota(entries)
         manifest = {"files": [[str(path), size, sha] for path, size, sha in entries]}
         upload_id = "u" + hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:32]
         write_json_atomic(self.manifests / f"{upload_id}.json", manifest)
         missing = []
         for sha, size in dict((sha, size) for _, size, sha in entries).items():
             self._sizes[sha] = size
+            self._sizes.move_to_end(sha)
             if (self.blobs / sha).exists():
                 continue
             if size == 0:
@@ -71,8 +90,60 @@ class UploadStore:
                 partial.unlink()
                 offset = 0
             missing.append({"sha256": sha, "offset": offset, "size": size})
-        return {"upload_id": upload_id, "missing": missing, "files": len(entries),
-                "bytes": sum(size for _, size, _ in entries)}
+        while len(self._sizes) > ANNOUNCED_BLOBS_KEPT:
+            self._sizes.popitem(last=False)
+        return {"upload_id": upload_id, "missing": missing[:MISSING_LISTED], "missing_total": len(missing),
+                "files": len(entries), "bytes": sum(size for _, size, _ in entries)}
+
+    def _check_quota(self, entries: list[tuple[str, int, str]]) -> None:
+        """Refuse an upload past the blob, upload or store quota before a byte of it is sent."""
+        quotas = self.quotas
+        for path, size, _ in entries:
+            if size > quotas.blob_bytes:
+                raise ProtocolError(ErrorCode.QUOTA, f"{path!r} is {size} bytes, over this backend's limit of "
+                                                     f"{quotas.blob_bytes} bytes per file")
+        blobs = dict((sha, size) for _, size, sha in entries)
+        total = sum(blobs.values())
+        if total > quotas.upload_bytes:
+            raise ProtocolError(ErrorCode.QUOTA, f"the upload is {total} bytes, over this backend's limit of "
+                                                 f"{quotas.upload_bytes} bytes per upload")
+        new = sum(size for sha, size in blobs.items() if not (self.blobs / sha).exists())
+        held = self._stored_bytes()
+        if held + new > quotas.store_bytes:
+            raise ProtocolError(ErrorCode.QUOTA, f"the backend holds {held} bytes of uploads; {new} more would pass "
+                                                 f"its limit of {quotas.store_bytes}: remove old jobs and uploads "
+                                                 "(prune) first")
+
+    def _stored_bytes(self) -> int:
+        total = 0
+        for folder in (self.blobs, self.partial):
+            with os.scandir(folder) as entries:
+                total += sum(entry.stat().st_size for entry in entries if entry.is_file())
+        return total
+
+    def prune(self, in_use: set[str | None], cutoff: float) -> list[str]:
+        """Remove uploads no job names whose manifest was last announced before ``cutoff`` (seconds since the
+        epoch), then every blob or partial blob no remaining manifest lists; the removed upload ids."""
+        removed = []
+        for manifest in self.manifests.glob("u*.json"):
+            upload_id = manifest.stem
+            if upload_id in in_use or manifest.stat().st_mtime >= cutoff:
+                continue
+            shutil.rmtree(self.datasets / upload_id, ignore_errors=True)
+            manifest.unlink(missing_ok=True)
+            removed.append(upload_id)
+        listed: set[str] = set()
+        for manifest in self.manifests.glob("u*.json"):
+            try:
+                listed.update(sha for _, _, sha in json.loads(manifest.read_text(encoding="utf-8"))["files"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        for folder in (self.blobs, self.partial):
+            for blob in folder.iterdir():
+                if blob.name not in listed:
+                    blob.unlink(missing_ok=True)
+                    self._sizes.pop(blob.name, None)
+        return sorted(removed)
 
     def chunk(self, sha: Any, offset: Any, data: np.ndarray | None) -> dict[str, Any]:
         """Append ``data`` to blob ``sha`` at ``offset`` (which must be where the blob's bytes end now)."""
@@ -157,8 +228,8 @@ class UploadStore:
                 raise _bad(f"{where} must be [path, size, sha256]")
             path = str(safe_relative_path(item[0], f"{where} path"))
             size, sha = item[1], item[2]
-            if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE_BYTES:
-                raise _bad(f"{where} ({path}): size must be a whole number of bytes from 0 to {MAX_FILE_BYTES}")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise _bad(f"{where} ({path}): size must be a whole number of bytes")
             if not isinstance(sha, str) or not SHA256_PATTERN.match(sha):
                 raise _bad(f"{where} ({path}): sha256 must be 64 lowercase hex digits")
             if size == 0 and sha != EMPTY_SHA256:

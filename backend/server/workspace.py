@@ -14,13 +14,14 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...shared.protocol import JobState
+from ...shared.protocol import MAX_ERROR_MESSAGE_CHARS, JobState, clip_text
 
 try:
     import fcntl
@@ -33,6 +34,8 @@ JOB_FILE_FORMAT = 1
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: State transitions kept per job (the newest win), so a listing can say a job was interrupted and resumed.
 HISTORY_LIMIT = 50
+#: Temporary siblings of atomic writes (``.<name>.<pid>.tmp``) that a killed process leaves behind.
+_TEMP_FILE = re.compile(r"^\..+\.\d+\.tmp$")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -66,6 +69,7 @@ class JobRecord:
     attempts: int = 0                                                   # times a worker started it
     crashes: int = 0                                                    # times the server died while it ran
     history: list[dict[str, str]] = field(default_factory=list)         # [{state, reason, time}]
+    owner: str | None = None          # the submitter's CURVE key, "local" without keys; None: before owners
 
     def set_state(self, state: str, reason: str = "") -> None:
         self.state, self.reason, self.updated = state, reason, now_iso()
@@ -76,12 +80,16 @@ class JobRecord:
         return {"format": JOB_FILE_FORMAT, "job_id": self.job_id, "kind": self.kind, "config": self.config,
                 "state": self.state, "reason": self.reason, "created": self.created, "updated": self.updated,
                 "progress": self.progress, "artifacts": self.artifacts, "error": self.error,
-                "attempts": self.attempts, "crashes": self.crashes, "history": self.history}
+                "attempts": self.attempts, "crashes": self.crashes, "history": self.history, "owner": self.owner}
 
     def snapshot(self, *, with_config: bool = True) -> dict[str, Any]:
-        """What JOB and JOBS replies carry: the job file minus its bookkeeping."""
+        """What JOB and JOBS replies carry: the job file minus its bookkeeping, its error message clipped (a
+        listing of many jobs must fit one header)."""
         data = self.to_json()
-        del data["format"]
+        del data["format"], data["owner"]
+        if self.error:
+            data["error"] = {**self.error, "message": clip_text(self.error.get("message", ""),
+                                                                MAX_ERROR_MESSAGE_CHARS), "traceback": ""}
         if not with_config:
             del data["config"], data["history"]
         return data
@@ -97,7 +105,7 @@ class JobRecord:
                    updated=str(data.get("updated", "")), progress=dict(data.get("progress") or {}),
                    artifacts=dict(data.get("artifacts") or {}), error=data.get("error"),
                    attempts=int(data.get("attempts", 0)), crashes=int(data.get("crashes", 0)),
-                   history=list(data.get("history") or []))
+                   history=list(data.get("history") or []), owner=data.get("owner"))
 
 
 class Workspace:
@@ -130,6 +138,20 @@ class Workspace:
             self._lock_file.close()       # closing releases the lock
             self._lock_file = None
 
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Remove what interrupted atomic writes left (job files, checkpoints, upload staging): only while this
+        server holds the workspace lock and before any job runs, so no write of ours is in progress."""
+        stale = [path for folder in (self.jobs_dir, *self.jobs_dir.glob("*"), *self.jobs_dir.glob("*/checkpoints"),
+                                     self.uploads_dir / "datasets", self.uploads_dir / "manifests")
+                 if folder.is_dir() for path in folder.iterdir() if _TEMP_FILE.match(path.name)]
+        for path in stale:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        return stale
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove a job's folder: checkpoints, artifacts, log and record."""
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
     def job_dir(self, job_id: str) -> Path:
         if not JOB_ID_PATTERN.match(job_id):
             raise ValueError(f"job id {job_id!r} is not a job id")
@@ -150,6 +172,9 @@ class Workspace:
 
     def save(self, record: JobRecord) -> None:
         write_json_atomic(self.job_dir(record.job_id) / "job.json", record.to_json())
+
+    def log_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "log.txt"
 
     def append_log(self, job_id: str, line: str, level: str) -> None:
         with open(self.job_dir(job_id) / "log.txt", "a", encoding="utf-8") as handle:

@@ -21,6 +21,7 @@ import torch
 
 KEEP = 2
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
+_TEMP = re.compile(r"^\.ckpt_\d{8}\.pt\.(\d+)\.tmp$")
 
 
 class CheckpointError(RuntimeError):
@@ -113,8 +114,33 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory: Path) -> list[Path]:
+    """Remove the temporary files of writes a killed process never finished (its pid is in the name and gone)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    stale = [Path(directory) / name for name in names
+             if (match := _TEMP.match(name)) and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1)))]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def load_latest(directory: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint that reads (a damaged newest one falls back to the one before), or None."""
+    """The newest checkpoint that reads (a damaged newest one falls back to the one before), or None; a run
+    that resumes first clears what an interrupted write left."""
+    remove_stale_temp_files(directory)
     errors = []
     for path in reversed(list_checkpoints(directory)):
         try:

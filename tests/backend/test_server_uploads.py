@@ -144,3 +144,21 @@ def test_an_empty_file_needs_no_chunk(server, tmp_path):
     assert (upload.state, upload.bytes_sent) == (TransferState.DONE, 0)
     assert (server.server.workspace.uploads_dir / "datasets" / upload.upload_id / "empty.txt").read_bytes() == b""
     connection.close()
+
+
+def test_an_upload_of_thousands_of_photos_goes_through(server, tmp_path):
+    """3,000 files: the list is longer than a header may be, and more blobs are missing than one reply lists."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    names = [f"images/a_long_photo_name_as_cameras_write_them_{index:05d}.jpg" for index in range(3000)]
+    (folder / "images").mkdir()
+    for index, name in enumerate(names):
+        (folder / name).write_bytes(index.to_bytes(4, "little"))
+    connection = _connect(server.address)
+    upload = _upload(folder, names, window=8)
+    _run(upload, connection, timeout_s=90)
+    assert upload.state == TransferState.DONE, upload.error
+    assert upload.bytes_sent == 4 * 3000
+    committed = server.server.workspace.uploads_dir / "datasets" / upload.upload_id
+    assert (committed / names[-1]).read_bytes() == (2999).to_bytes(4, "little")
+    connection.close()
