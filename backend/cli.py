@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..shared.jobs import ARTIST_FACE_BUDGET, PREPARE_MAPPERS, PREPARE_MATCHERS, PrepareConfig
+from .server.quotas import GIB, Quotas
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +32,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="where to compute; auto takes the GPU when torch sees one")
     serve.add_argument("--uploads-only", action="store_true",
                        help="train only on datasets uploaded over the connection, never on folders of this machine")
+    serve.add_argument("--allow-root", type=Path, action="append", default=None, metavar="FOLDER",
+                       help="a folder clients may name datasets in (repeat for more); without it, any folder")
+    serve.add_argument("--shared-jobs", action="store_true",
+                       help="every client sees every job; by default a client sees only the jobs its key submitted")
+    serve.add_argument("--keep-days", type=float, default=Quotas.keep_days,
+                       help="finished, failed and cancelled jobs, and unused uploads, are pruned after this many days")
+    serve.add_argument("--max-queued-jobs", type=int, default=Quotas.queued_jobs, help="jobs that may wait their turn")
+    serve.add_argument("--max-upload-gib", type=float, default=Quotas.store_bytes / GIB,
+                       help="uploads the backend holds in all, in GiB")
 
     keys = verb("keys", "make CURVE key pairs for a remote backend and its clients")
     keys.add_argument("directory", type=Path, help="folder to write server.key(_secret) and client.key(_secret) into")
@@ -90,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.verb == "serve":
         from .server.app import serve
+        quotas = Quotas(store_bytes=int(args.max_upload_gib * GIB), queued_jobs=args.max_queued_jobs,
+                        keep_days=args.keep_days)
         return serve(bind=args.bind, workspace=args.workspace, keys_dir=args.keys, device=args.device,
-                     uploads_only=args.uploads_only)
+                     uploads_only=args.uploads_only, allowed_roots=args.allow_root, shared_jobs=args.shared_jobs,
+                     quotas=quotas)
     if args.verb == "keys":
         from .server.security import make_keys
         for path in make_keys(args.directory):

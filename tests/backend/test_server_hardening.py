@@ -471,3 +471,21 @@ def test_a_camera_with_a_focal_length_of_zero_or_less_is_refused_by_check_and_tr
         sock.close()
     assert job["state"] == "failed"
     assert "focal length" in job["error"]["message"] and "error_id" not in job["error"], job["error"]
+
+
+def test_an_allow_list_confines_the_folders_clients_may_name(tmp_path):
+    (tmp_path / "allowed" / "d").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "allowed" / "link").symlink_to(tmp_path / "elsewhere")
+    with ServerThread(tmp_path / "workspace") as server:
+        server.server.jobs.allowed_roots = [(tmp_path / "allowed").resolve()]
+        sock = _dealer(server.address)
+        for outside in (tmp_path / "elsewhere", tmp_path / "allowed" / "link", tmp_path / "allowed" / ".." / "elsewhere"):
+            reply = _request(sock, p.MessageType.SUBMIT, {"kind": "check_dataset",
+                                                          "config": {"dataset": {"path": str(outside)}}})
+            assert reply.body.get("code") == p.ErrorCode.NEEDS_UPLOAD, reply.body
+            assert "'dataset.path'" in reply.body["message"] and "--allow-root" in reply.body["message"]
+        inside = _request(sock, p.MessageType.SUBMIT, {"kind": "check_dataset",
+                                                       "config": {"dataset": {"path": str(tmp_path / "allowed" / "d")}}})
+        assert inside.type == p.MessageType.JOB
+        sock.close()
