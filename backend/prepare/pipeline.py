@@ -73,6 +73,7 @@ def prepare(source: Path, out: Path, work: Path, config: PrepareConfig, reporter
     """Run every stage; raises JobFailed (a message naming the stage, the file and what to do) or Cancelled."""
     kind, path = find_input(source)
     _check_output(out)
+    pycolmap.logging.minloglevel = int(pycolmap.logging.Level.WARNING.value)  # the Reporter tells the stages
     shutil.rmtree(work, ignore_errors=True)
     images_dir, database = work / "images", work / "database.db"
     work.mkdir(parents=True)

@@ -71,7 +71,7 @@ def watched(reporter: Reporter, progress: StageProgress | None = None,
     watcher.start()
     try:
         yield token
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:       # a cancelled pycolmap call raises InterruptedError
         if token.is_cancelled or reporter.cancelled():
             raise Cancelled() from exc
         raise

@@ -1,0 +1,84 @@
+"""The ``prepare`` job on the real server: stage progress reaches the client, the dataset and its report land in
+the job's folder, bad input fails with a message and the server goes on serving, cancel stops it mid-run."""
+from __future__ import annotations
+
+import json
+import time
+
+from carrara.addon.connection import Connection
+from carrara.shared import protocol as p
+from sfm_inputs import chair_photos
+from testkit import ServerThread
+
+TERMINAL = {"finished", "failed", "cancelled", "interrupted"}
+
+
+def _connect(address: str) -> Connection:
+    connection = Connection(address)
+    connection.open()
+    connection.wait_connected(30)
+    return connection
+
+
+def _events_until(connection: Connection, job_id: str, done, timeout_s: float = 180.0) -> list[dict]:
+    events: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    while not done(events):
+        assert time.monotonic() < deadline, f"timed out; last events: {events[-5:]}"
+        events += [m.body for m in connection.poll(0.05) if m.type == p.MessageType.EVENT and m.job_id == job_id]
+    return events
+
+
+def _over(events) -> bool:
+    return bool(events) and events[-1]["event"] == "state" and events[-1]["state"] in TERMINAL
+
+
+def _submit(connection: Connection, source, **settings) -> str:
+    return connection.call(p.MessageType.SUBMIT, {"kind": "prepare", "config": {
+        "dataset": {"path": str(source)}, "max_features": 2048, **settings}}).job_id
+
+
+def test_a_prepare_job_reports_each_stage_and_publishes_its_dataset(tmp_path):
+    photos = chair_photos(tmp_path / "photos", 8)
+    with ServerThread(tmp_path / "workspace") as server:
+        connection = _connect(server.address)
+        assert "prepare" in connection.welcome["job_kinds"]
+        job_id = _submit(connection, photos)
+        events = _events_until(connection, job_id, _over)
+        assert events[-1]["state"] == "finished", [e for e in events if e["event"] in ("log", "error")]
+        phases = [e["phase"] for e in events if e["event"] == "progress"]
+        assert [ph for i, ph in enumerate(phases) if ph not in phases[:i]] == \
+            ["photos", "features", "matching", "mapping", "undistortion"]
+        mapping = [(e["iteration"], e["total"]) for e in events if e["event"] == "progress" and e["phase"] == "mapping"]
+        assert mapping[-1] == (8, 8)
+        report_ref = next(e["artifact"] for e in events if e["event"] == "artifact")
+        assert report_ref["kind"] == "report" and report_ref["name"] == "prepare_report.json"
+        job_dir = server.server.workspace.job_dir(job_id)
+        report = json.loads((job_dir / "artifacts" / "prepare_report.json").read_text())
+        assert report["dataset"] == str(job_dir / "dataset") and report["registered"] == 8
+        assert (job_dir / "dataset" / "sparse" / "0" / "cameras.bin").is_file() and not (job_dir / "sfm").exists()
+        connection.close()
+
+
+def test_bad_input_fails_with_its_message_and_cancel_stops_a_running_job(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("film the chair")
+    photos = chair_photos(tmp_path / "photos", 8)
+    with ServerThread(tmp_path / "workspace") as server:
+        connection = _connect(server.address)
+        bad = _submit(connection, notes)
+        events = _events_until(connection, bad, _over)
+        error = next(e for e in events if e["event"] == "error")
+        assert events[-1]["state"] == "failed" and error["traceback"] == ""
+        assert "holds no photos" in error["message"] and "todo.txt" in error["message"]
+        job_id = _submit(connection, photos)
+        _events_until(connection, job_id, lambda evs: any(e["event"] == "progress" and e["phase"] == "features"
+                                                          for e in evs))
+        connection.call(p.MessageType.CANCEL, job_id=job_id)
+        events = _events_until(connection, job_id, _over)
+        assert events[-1]["state"] == "cancelled"
+        assert not any(e["event"] == "progress" and e["phase"] == "mapping" for e in events)
+        job_dir = server.server.workspace.job_dir(job_id)
+        assert not (job_dir / "dataset" / "images").exists()
+        connection.close()
