@@ -76,14 +76,15 @@ def write_nerf_synthetic_chair(folder: Path) -> Path:
 INSTANT_NGP_DISTORTION = {"k1": 0.0578421, "k2": -0.0805099, "p1": -0.000980296, "p2": 0.00015575}
 
 
-def write_instant_ngp_chair(folder: Path) -> Path:
-    """The bundled chair as instant-ngp leaves a capture, like the team's fox: global intrinsics with lens distortion,
-    ``aabb_scale`` 4, no sphere, and 60 frames listed for 45 photos (every fourth frame's photo is absent)."""
+def write_instant_ngp_chair(folder: Path, distortion: dict[str, float] = INSTANT_NGP_DISTORTION) -> Path:
+    """The bundled chair as instant-ngp leaves a capture, like the team's fox: global intrinsics with lens
+    ``distortion``, ``aabb_scale`` 4, no sphere, and 60 frames listed for 45 photos (every fourth frame's photo is
+    absent)."""
     path = write_chair_transforms(folder, keep_photo=lambda index: index % 4 != 1)
     meta = json.loads(path.read_text())
     for key in ("sphere_center", "sphere_radius", "aabb_range"):
         del meta[key]
-    meta.update(INSTANT_NGP_DISTORTION, aabb_scale=4.0)
+    meta.update(distortion, aabb_scale=4.0)
     path.write_text(json.dumps(meta, indent=2))
     return path
 

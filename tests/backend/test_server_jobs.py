@@ -13,7 +13,8 @@ from carrara.addon.connection import Connection, RemoteError
 from carrara.backend.mesh import atlas
 from carrara.backend.server.workspace import Workspace
 from carrara.shared import protocol as p
-from testkit import ServerThread, free_tcp_port, shared_dataset, start_backend, stop_process, write_colmap_dataset
+from testkit import ServerThread, free_tcp_port, real_colmap_model, shared_dataset, start_backend, stop_process, \
+    write_colmap_dataset, write_instant_ngp_chair, write_nerf_synthetic_chair
 
 #: Photos big enough that checking them takes a few seconds: time for a test to cancel or stop the job.
 SLOW = {"count": 24, "size": (3000, 3000)}
@@ -105,14 +106,16 @@ def test_check_dataset_names_every_broken_photo(tmp_path):
         connection.close()
 
 
-def test_check_dataset_on_real_photos(tmp_path):
-    fountain = shared_dataset("strecha_fountain_p11") / "colmap_gt_poses"
+@pytest.mark.parametrize("name, photos", [("chair", 60), ("fountain", 11)])
+def test_check_dataset_on_real_photos(tmp_path, name, photos):
+    """The bundled chair's 400x400 RGBA renders, and the team's 1536x1024 fountain photos on top."""
+    model = real_colmap_model(name)
     with ServerThread(tmp_path / "workspace") as server:
         connection = _connect(server.address)
-        job_id = _submit_check(connection, fountain)
+        job_id = _submit_check(connection, model.parent.parent)          # the workspace above sparse/0
         events = _wait_events(connection, job_id, _state_is(*TERMINAL))
         assert events[-1]["state"] == "finished", _logs(events)
-        assert any(line.startswith("dataset OK: 11 photos") for line in _logs(events))
+        assert any(line.startswith(f"dataset OK: {photos} photos") for line in _logs(events))
         connection.close()
 
 
@@ -241,12 +244,20 @@ def test_a_job_that_keeps_killing_the_server_is_not_retried_by_itself(tmp_path):
         connection.close()
 
 
-@pytest.mark.parametrize("name, path, photos, warnings", [("instant_ngp_fox", "transforms.json", 50, 20),
+@pytest.mark.parametrize("name, path, photos, warnings", [("chair-with-gaps", "", 45, 17),
+                                                          ("chair", "", 60, 1),
+                                                          ("instant_ngp_fox", "transforms.json", 50, 20),
                                                           ("nerf_synthetic_chair", "", 100, 1)])
 def test_check_dataset_reads_transforms_json(tmp_path, name, path, photos, warnings):
     """The fox lists 17 frames whose photo is absent (each named, plus the reader's summary), has lens distortion
-    and no points; the chair only lacks points."""
-    dataset = shared_dataset(name) / path
+    and no points; the chair only lacks points; written with absent photos as the fox lists them, it lists 15. The
+    bundled chair in every clone, the team's data on top."""
+    if name == "chair-with-gaps":
+        dataset = write_instant_ngp_chair(tmp_path / name, distortion={}).parent
+    elif name == "chair":
+        dataset = write_nerf_synthetic_chair(tmp_path / name).parent
+    else:
+        dataset = shared_dataset(name) / path
     with ServerThread(tmp_path / "workspace") as server:
         connection = _connect(server.address)
         job_id = _submit_check(connection, dataset)
