@@ -15,6 +15,7 @@ _MODULES = (
     "ops_sphere",
     "ops_backend",
     "ops_reconstruct",
+    "ops_prepare",
     "panel_reconstruction",
     "panel_run",
     "panel_backend",

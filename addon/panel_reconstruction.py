@@ -7,6 +7,8 @@ from pathlib import Path
 import bpy
 
 from . import scene_sphere
+from .ops_prepare import active_prepare_run
+from .panel_backend import progress_text
 
 _WRAP = 46  # characters per warning line: the sidebar is narrow
 
@@ -23,6 +25,10 @@ class CARRARA_PT_reconstruction(bpy.types.Panel):
         layout = self.layout
         props = context.scene.carrara.reconstruction
         layout.operator("import_scene.carrara_colmap", text="Import COLMAP / transforms.json", icon="IMPORT")
+        layout.operator("carrara.new_from_capture", icon="FILE_MOVIE")
+        preparing = active_prepare_run(context.scene)
+        if preparing is not None:
+            layout.progress(factor=preparing.progress, text=f"Preparing: {progress_text(preparing)}")
         if not props.has_reconstruction:
             layout.label(text="Nothing imported yet", icon="INFO")
             return

@@ -42,6 +42,8 @@ class RunProperties(bpy.types.PropertyGroup):
     collection_name: bpy.props.StringProperty(name="Collection", description="Where the run's meshes are put")
     preview_object: bpy.props.StringProperty(name="Preview object", description="Name of the preview mesh object")
     final_object: bpy.props.StringProperty(name="Final object", description="Name of the final mesh object")
+    dataset_path: bpy.props.StringProperty(name="Dataset", description="A prepare run's dataset folder")
+    dataset_imported: bpy.props.BoolProperty(name="Dataset imported", description="The prepared dataset was imported")
 
 
 class BackendStatusProperties(bpy.types.PropertyGroup):

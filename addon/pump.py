@@ -23,6 +23,7 @@ import bpy
 from ..shared.mesh_data import MeshData, MeshFileError
 from ..shared.protocol import ArtifactRef, ErrorCode, EventKind, JobState, Message, MessageType, ProtocolError
 from . import scene_mesh
+from .prepare_import import import_finished_prepares
 from .backend_process import LocalBackend, is_local_address, something_listens
 from .connection import Connection, ConnectionState, NotConnectedError, load_curve_keys
 from .panel_backend import progress_text
@@ -239,6 +240,8 @@ def pump_tick(budget_s: float = TICK_BUDGET_S) -> float:
     received, _runtime.backlog = _runtime.backlog + received, []
     for message in received:
         _apply(message, status)
+    if import_finished_prepares():
+        _runtime.dirty = True
     if connection:
         _step_launches(connection)
         _step_downloads(connection)

@@ -131,6 +131,8 @@ class ExtractConfig(AssetSettings):
 # --- prepare: photos or a video in, an undistorted COLMAP dataset out (backend/prepare) ---------------------------
 PREPARE_MATCHERS = ("auto", "exhaustive", "sequential")
 PREPARE_MAPPERS = ("incremental", "global")
+PREPARE_PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")     # what prepare reads, for both sides
+PREPARE_VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".avi", ".webm")
 
 
 @dataclass

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from ...shared.jobs import PREPARE_PHOTO_SUFFIXES
 from ..reporting import Reporter
 from .progress import StageProgress, check_cancel, failed
 
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 MIN_PHOTOS = 3
 _EXIF_IFD = 0x8769
 _FOCAL_PLANE_TAGS = (0xA20E, 0xA20F, 0xA210)   # FocalPlaneXResolution, FocalPlaneYResolution, ...ResolutionUnit
@@ -43,7 +43,7 @@ class PhotoSet:
 
 def list_photos(folder: Path) -> list[Path]:
     """The photo files of ``folder`` (not its sub-folders), in name order."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PREPARE_PHOTO_SUFFIXES)
 
 
 def import_photos(folder: Path, images_dir: Path, max_side: int, reporter: Reporter) -> PhotoSet:

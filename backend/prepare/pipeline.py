@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pycolmap
 
-from ...shared.jobs import PrepareConfig
+from ...shared.jobs import PREPARE_VIDEO_SUFFIXES, PrepareConfig
 from ..reporting import Reporter
 from . import features, mapping, matching, pairs, photos, undistortion, video
 from .progress import failed
@@ -56,7 +56,7 @@ def find_input(source: Path) -> tuple[str, Path]:
     if source.is_file():
         if video.is_video(source):
             return "video", source
-        raise failed("input", f"{source} is not a video ({', '.join(video.VIDEO_SUFFIXES)})",
+        raise failed("input", f"{source} is not a video ({', '.join(PREPARE_VIDEO_SUFFIXES)})",
                      "Choose a video file, or the folder that holds your photos")
     if photos.list_photos(source):
         return "photos", source

@@ -16,10 +16,10 @@ from typing import Iterator
 import av
 import numpy as np
 
+from ...shared.jobs import PREPARE_VIDEO_SUFFIXES
 from ..reporting import Reporter
 from .progress import StageProgress, check_cancel, failed
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".avi", ".webm")
 SCORE_SIDE = 360          # frames are scored at this longest side: blur shows at any scale, decoding cost does not
 BLUR_DROP_RATIO = 0.3     # a pick below this fraction of its neighbours' median sharpness is dropped
 NEIGHBOURS = 4            # picks on each side that make that median
@@ -37,7 +37,7 @@ class VideoFrames:
 
 
 def is_video(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+    return path.is_file() and path.suffix.lower() in PREPARE_VIDEO_SUFFIXES
 
 
 def sharpness(gray: np.ndarray) -> float:
