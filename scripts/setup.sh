@@ -22,7 +22,7 @@ command -v "$python" >/dev/null 2>&1 || python=python3
 }
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=.venv/.carrara-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,triton]"
   touch "$stamp"
