@@ -22,7 +22,7 @@ class MappedModel:
     reconstruction: pycolmap.Reconstruction
     folder: Path                                            # where it was written
     left_out: list[str] = field(default_factory=list)       # images no model registered
-    other_models: list[int] = field(default_factory=list)   # registered-image counts of the models not kept
+    other_models: list[int] = field(default_factory=list)   # images only in models not kept, per model
 
 
 def map_images(database: Path, images_dir: Path, output: Path, names: list[str], *, mapper: str,
@@ -62,17 +62,17 @@ def _keep_largest(models: dict[int, pycolmap.Reconstruction], output: Path, name
     ranked = sorted(models.items(), key=lambda item: -item[1].num_reg_images())
     index, kept = ranked[0]
     registered = {kept.images[i].name for i in kept.reg_image_ids()}
-    result = MappedModel(kept, output / str(index), sorted(set(names) - registered),
-                         [m.num_reg_images() for _, m in ranked[1:]])
+    others = [len({m.images[i].name for i in m.reg_image_ids()} - registered) for _, m in ranked[1:]]
+    result = MappedModel(kept, output / str(index), sorted(set(names) - registered), [n for n in others if n])
     reporter.progress(iteration=len(registered), total=len(names), loss=None, psnr=None, rate=float("nan"),
                       eta_s=float("nan"), phase="mapping")
     reporter.log(f"mapping ({mapper}): {len(registered)} of {len(names)} images registered, "
                  f"{kept.num_points3D():,} points, mean reprojection error "
                  f"{kept.compute_mean_reprojection_error():.3f} px")
     if result.other_models:
-        reporter.log(f"{len(result.other_models)} smaller model(s) left out, with "
-                     f"{', '.join(map(str, result.other_models))} images: the capture has disconnected parts",
-                     "warning")
+        reporter.log(f"{len(result.other_models)} smaller model(s) left out, holding "
+                     f"{', '.join(map(str, result.other_models))} image(s) the kept one lacks: the capture has "
+                     "parts that do not connect", "warning")
     if result.left_out:
         shown = ", ".join(result.left_out[:10]) + (" ..." if len(result.left_out) > 10 else "")
         reporter.log(f"{len(result.left_out)} image(s) not registered: {shown}", "warning")

@@ -69,3 +69,16 @@ def test_loop_benchmark_follows_a_real_backend_to_the_final_mesh(tmp_path):
     assert 0 < times["first_preview_downloaded_s"] <= times["training_done_s"] <= times["final_mesh_downloaded_s"]
     kinds = [m["kind"] for m in result["meshes"]]
     assert "preview_mesh" in kinds and kinds[-1] == "final_mesh", out[-2000:]
+
+
+def test_sfm_benchmark_times_both_pipelines_and_measures_poses_against_the_truth(tmp_path):
+    out = _smoke("bench_sfm.py", tmp_path)
+    result = _result(tmp_path, "sfm_cpu-smoke")
+    video = result["video"]
+    assert video["ours"]["registered"] >= 6 and video["ours"]["sift_device"] == "cpu"
+    assert set(video["ours"]["seconds_per_frame"]) == {"frames", "features", "matching", "mapping", "undistortion"}
+    assert video["baseline_plain_pycolmap"]["finished"] and video["ratio_baseline_over_ours_total"] > 0
+    for who in ("ours", "baseline_plain_pycolmap"):
+        errors = result["accuracy"][who]["pose_errors"]
+        assert errors["shared_images"] >= 6 and errors["rotation_error_worst_pair_deg"] < 5, (who, errors)
+    assert "accuracy ours:" in out and "accuracy baseline_plain_pycolmap:" in out
