@@ -14,6 +14,7 @@ _MODULES = (
     "ops_import",
     "ops_sphere",
     "ops_backend",
+    "ops_job_files",
     "ops_reconstruct",
     "ops_prepare",
     "panel_reconstruction",

@@ -103,6 +103,8 @@ class CARRARA_PT_jobs(bpy.types.Panel):
             layout.label(text="No jobs in this file yet")
         for run in reversed(runs):
             draw_run(layout.box(), run)
+        if runs:
+            layout.operator("carrara.jobs_prune", icon='TRASH')
         others = context.window_manager.carrara_backend.other_jobs
         if others:
             layout.label(text=f"{others} more job(s) on the backend belong to other files")
@@ -129,6 +131,18 @@ def draw_run(layout: bpy.types.UILayout, run: RunProperties) -> None:
         layout.operator("carrara.job_resume", icon='PLAY').job_id = run.job_id
     if run.job_id and run.kind == "reconstruct" and run.state in (JobState.FINISHED, *JobState.RESUMABLE):
         layout.operator("carrara.extract_again", icon='MESH_DATA').job_id = run.job_id
+    if run.job_id and run.results_json:
+        row = layout.row(align=True)
+        row.operator("carrara.job_save_results", icon='EXPORT').job_id = run.job_id
+        if run.results_note:
+            row.label(text=run.results_note)
+    if run.job_id:
+        row = layout.row(align=True)
+        row.operator("carrara.job_show_log", icon='TEXT', text="Log").job_id = run.job_id
+        if run.log_text:
+            row.operator("carrara.job_copy_log", icon='COPYDOWN', text="Copy").job_id = run.job_id
+        if run.state not in JobState.ACTIVE:
+            row.operator("carrara.job_remove", icon='TRASH', text="Remove").job_id = run.job_id
 
 
 CLASSES = (CARRARA_PT_backend, CARRARA_PT_jobs)

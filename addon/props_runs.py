@@ -42,6 +42,12 @@ class RunProperties(bpy.types.PropertyGroup):
     collection_name: bpy.props.StringProperty(name="Collection", description="Where the run's meshes are put")
     preview_object: bpy.props.StringProperty(name="Preview object", description="Name of the preview mesh object")
     final_object: bpy.props.StringProperty(name="Final object", description="Name of the final mesh object")
+    results_json: bpy.props.StringProperty(
+        name="Results", description="The job's final files (PLY, glTF, texture) as the backend announced them (JSON)")
+    results_folder: bpy.props.StringProperty(name="Results folder", subtype='DIR_PATH',
+                                             description="Where the job's final files were saved")
+    results_note: bpy.props.StringProperty(name="Results", description="How saving the final files goes")
+    log_text: bpy.props.StringProperty(name="Log text", description="The text block holding the job's whole log")
     dataset_path: bpy.props.StringProperty(name="Dataset", description="A prepare run's dataset folder")
     dataset_imported: bpy.props.BoolProperty(name="Dataset imported", description="The prepared dataset was imported")
 

@@ -22,7 +22,7 @@ import bpy
 
 from ..shared.mesh_data import MeshData, MeshFileError
 from ..shared.protocol import ArtifactRef, ErrorCode, EventKind, JobState, Message, MessageType, ProtocolError
-from . import scene_mesh
+from . import job_files, scene_mesh
 from .prepare_import import import_finished_prepares
 from .backend_process import LocalBackend, is_local_address, something_listens
 from .connection import Connection, ConnectionState, NotConnectedError, load_curve_keys
@@ -74,6 +74,7 @@ class _Runtime:
     downloads: dict[tuple[str, str], ArtifactDownload] = field(default_factory=dict)   # (job, kind) -> download
     launches: dict[str, "_Launch"] = field(default_factory=dict)                       # run name -> launch
     backlog: list[Message] = field(default_factory=list)      # received while the interface was locked
+    files: job_files.JobFiles = field(default_factory=job_files.JobFiles)   # results and logs on their way
     dirty: bool = False
 
 
@@ -198,6 +199,38 @@ def refresh_jobs() -> None:
     _connection().list_jobs()
 
 
+def save_results(job_id: str, folder: Path | None = None) -> list[Path]:
+    """Fetch the job's final PLY/glTF into ``folder`` (default beside the .blend); the paths they will have."""
+    _connection()
+    run = _existing_run(job_id)
+    paths = job_files.save_results(_runtime.files, run, folder or job_files.default_results_folder(job_id))
+    _runtime.dirty = True
+    return paths
+
+
+def show_log(job_id: str) -> None:
+    """Fetch the job's whole log into a text block (``run.log_text`` names it once it is there)."""
+    _connection()
+    job_files.show_log(_runtime.files, _existing_run(job_id))
+
+
+def remove_job(job_id: str) -> None:
+    """Delete a finished, failed or cancelled job and its files on the backend; its run leaves the panel."""
+    job_files.remove_job(_connection(), _existing_run(job_id), find_run)
+
+
+def prune_jobs(older_than_days: float) -> None:
+    """Remove this client's finished, failed and cancelled jobs older than ``older_than_days`` (0: all of them)."""
+    job_files.prune_jobs(_connection(), older_than_days)
+
+
+def _existing_run(job_id: str) -> RunProperties:
+    run = find_run(job_id)
+    if run is None:
+        raise ValueError(f"no run of job {job_id!r} in this file")
+    return run
+
+
 def find_run(job_id: str) -> RunProperties | None:
     """The run of ``job_id`` in any scene (looked up afresh: references to collection items do not last)."""
     for scene in bpy.data.scenes:
@@ -245,6 +278,8 @@ def pump_tick(budget_s: float = TICK_BUDGET_S) -> float:
     if connection:
         _step_launches(connection)
         _step_downloads(connection)
+        if job_files.step(_runtime.files, connection, find_run):
+            _runtime.dirty = True
     _show_connection(status, connection)
     if _runtime.dirty:
         _runtime.dirty = False
@@ -269,7 +304,8 @@ def process_pending(timeout_s: float, until: Callable[[], bool] | None = None) -
 def _quiet() -> bool:
     busy = {SUBMITTING, UPLOADING, *JobState.ACTIVE}
     return not any(run.state in busy for scene in bpy.data.scenes for run in scene.carrara.runs) and \
-        not any(d.state == TransferState.RUNNING for d in _runtime.downloads.values())
+        not any(d.state == TransferState.RUNNING for d in _runtime.downloads.values()) and \
+        not _runtime.files.results and not _runtime.files.logs
 
 
 def _timer() -> float:
@@ -500,6 +536,9 @@ def _apply_artifact(run: RunProperties, job_id: str, kind: str, ref_json: Any) -
         ref = ArtifactRef.from_json(ref_json)
     except ProtocolError as exc:
         run.error = f"the backend announced an unusable artifact: {exc.message}"
+        return
+    if kind in job_files.RESULT_KINDS:
+        job_files.remember_result(run, ref)
         return
     if kind not in MESH_EVENTS:
         run.report_artifact = ref.name

@@ -220,3 +220,45 @@ class DatasetUpload:
             self.error = f"uploading {self.root}: {reply.body.get('message')}"
             return False
         return True
+
+
+class LogDownload:
+    """A job's whole log, pulled with ``fetch_log`` one chunk at a time from the start; ``text`` once done. A log
+    still growing is read up to the size the last reply gave."""
+
+    def __init__(self, job_id: str, *, chunk_bytes: int = p.CHUNK_BYTES):
+        self.job_id, self.chunk_bytes = job_id, min(chunk_bytes, p.CHUNK_BYTES)
+        self.state, self.error = TransferState.RUNNING, ""
+        self._data = bytearray()
+        self._generation = -1
+        self._in_flight: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self._data.decode("utf-8", "replace")
+
+    def step(self, connection: Connection) -> None:
+        if self.state != TransferState.RUNNING or connection.state != ConnectionState.CONNECTED:
+            return
+        if connection.generation != self._generation:        # a reply lost with the old link never comes
+            self._generation, self._in_flight = connection.generation, None
+        if self._in_flight is None:
+            self._in_flight = connection.request(p.MessageType.FETCH_LOG,
+                                                 {"offset": len(self._data), "length": self.chunk_bytes},
+                                                 job_id=self.job_id, on_reply=self._on_reply)
+
+    def _on_reply(self, reply: p.Message) -> None:
+        if reply.request_id != self._in_flight or self.state != TransferState.RUNNING:
+            return
+        self._in_flight = None
+        if reply.type == p.MessageType.ERROR:
+            self.state, self.error = TransferState.FAILED, f"the log of job {self.job_id}: {reply.body.get('message')}"
+            return
+        data, size = reply.arrays.get("data"), reply.body.get("size")
+        if reply.type != p.MessageType.CHUNK or data is None or not isinstance(size, int) or \
+                reply.body.get("offset") != len(self._data):
+            self.state, self.error = TransferState.FAILED, f"the log of job {self.job_id} arrived out of shape"
+            return
+        self._data += data.tobytes()
+        if len(self._data) >= size or not data.nbytes:
+            self.state = TransferState.DONE

@@ -54,7 +54,11 @@ def test_jobs_panel_shows_each_job_with_a_progress_bar(registered_addon):
     assert layout.operators() == [("carrara.check_dataset", {}),
                                   ("carrara.job_show_traceback", {"job_id": "job-b"}),
                                   ("carrara.job_resume", {"job_id": "job-b"}),
-                                  ("carrara.job_cancel", {"job_id": "job-a"})]
+                                  ("carrara.job_show_log", {"job_id": "job-b"}),
+                                  ("carrara.job_remove", {"job_id": "job-b"}),       # over: it may go
+                                  ("carrara.job_cancel", {"job_id": "job-a"}),
+                                  ("carrara.job_show_log", {"job_id": "job-a"}),      # running: no Remove
+                                  ("carrara.jobs_prune", {})]
 
 
 def test_durations_read_like_a_clock():
