@@ -107,7 +107,7 @@ class UploadStore:
         if total > quotas.upload_bytes:
             raise ProtocolError(ErrorCode.QUOTA, f"the upload is {total} bytes, over this backend's limit of "
                                                  f"{quotas.upload_bytes} bytes per upload")
-        new = sum(size for sha, size in blobs.items() if not (self.blobs / sha).exists())
+        new = sum(size for sha, size in blobs.items() if sha not in self._sizes and not (self.blobs / sha).exists())
         held = self._stored_bytes()
         if held + new > quotas.store_bytes:
             raise ProtocolError(ErrorCode.QUOTA, f"the backend holds {held} bytes of uploads; {new} more would pass "
@@ -115,11 +115,12 @@ class UploadStore:
                                                  "(prune) first")
 
     def _stored_bytes(self) -> int:
-        total = 0
-        for folder in (self.blobs, self.partial):
-            with os.scandir(folder) as entries:
-                total += sum(entry.stat().st_size for entry in entries if entry.is_file())
-        return total
+        """Bytes of the complete blobs plus the announced size of every blob still expected (only announced blobs
+        take chunks, so this bounds what the store can come to hold)."""
+        with os.scandir(self.blobs) as entries:
+            complete = {entry.name: entry.stat().st_size for entry in entries if entry.is_file()}
+        expected = sum(size for sha, size in self._sizes.items() if sha not in complete)
+        return sum(complete.values()) + expected
 
     def prune(self, in_use: set[str | None], cutoff: float) -> list[str]:
         """Remove uploads no job names whose manifest was last announced before ``cutoff`` (seconds since the
@@ -142,7 +143,8 @@ class UploadStore:
             for blob in folder.iterdir():
                 if blob.name not in listed:
                     blob.unlink(missing_ok=True)
-                    self._sizes.pop(blob.name, None)
+        for sha in [sha for sha in self._sizes if sha not in listed]:
+            del self._sizes[sha]
         return sorted(removed)
 
     def chunk(self, sha: Any, offset: Any, data: np.ndarray | None) -> dict[str, Any]:

@@ -341,10 +341,14 @@ def test_clients_see_only_their_own_jobs(tmp_path):
         _wait_state(mine, job_id)
         assert _request(theirs, p.MessageType.LIST_JOBS).body == {"jobs": [], "total": 0}
         for mtype, body in [(p.MessageType.ATTACH, {}), (p.MessageType.CANCEL, {}), (p.MessageType.RESUME, {}),
-                            (p.MessageType.FETCH, {"name": "dataset_report.json", "offset": 0, "length": 8})]:
+                            (p.MessageType.DETACH, {}), (p.MessageType.FETCH_LOG, {"offset": 0, "length": 8}),
+                            (p.MessageType.FETCH, {"name": "dataset_report.json", "offset": 0, "length": 8}),
+                            (p.MessageType.DELETE_JOB, {})]:
             reply = _request(theirs, mtype, body, job_id)
             assert reply.body.get("code") == p.ErrorCode.NO_SUCH_JOB, (mtype, reply.body)
+        assert _request(theirs, p.MessageType.PRUNE, {"older_than_days": 0}).body["jobs"] == []
         assert _request(mine, p.MessageType.LIST_JOBS).body["total"] == 1
+        assert _request(mine, p.MessageType.FETCH_LOG, {"offset": 0, "length": 64}, job_id).type == p.MessageType.CHUNK
         mine.close()
         theirs.close()
 
@@ -488,4 +492,51 @@ def test_an_allow_list_confines_the_folders_clients_may_name(tmp_path):
         inside = _request(sock, p.MessageType.SUBMIT, {"kind": "check_dataset",
                                                        "config": {"dataset": {"path": str(tmp_path / "allowed" / "d")}}})
         assert inside.type == p.MessageType.JOB
+        sock.close()
+
+
+# --- retention and quotas ------------------------------------------------------------------------------------------
+
+def _age(path, days: float) -> None:
+    then = time.time() - days * 86400
+    os.utime(path, (then, then))
+
+
+def test_old_jobs_and_unused_uploads_are_pruned_at_start(tmp_path):
+    from carrara.backend.server.uploads import UploadStore
+    workspace = Workspace(tmp_path / "workspace")
+    old, recent, queued = (workspace.create_job("check_dataset", {"dataset": {"path": "/d", "upload_id": None}})
+                           for _ in range(3))
+    for record, state in ((old, "finished"), (recent, "failed")):
+        record.set_state(state, "test")
+        workspace.save(record)
+    for record in (old, queued):
+        _age(workspace.job_dir(record.job_id) / "job.json", 40)
+    store = UploadStore(workspace.uploads_dir)
+    data = b"a photo"
+    sha = hashlib.sha256(data).hexdigest()
+    upload_id = store.begin([["photo.jpg", len(data), sha]])["upload_id"]
+    store.chunk(sha, 0, np.frombuffer(data, np.uint8))
+    store.commit(upload_id)
+    _age(store.manifests / f"{upload_id}.json", 40)
+    with ServerThread(workspace.root) as server:
+        sock = _dealer(server.address)
+        ids = {job["job_id"] for job in _request(sock, p.MessageType.LIST_JOBS).body["jobs"]}
+        sock.close()
+    assert ids == {recent.job_id, queued.job_id}
+    assert not workspace.job_dir(old.job_id).exists()
+    assert not (store.datasets / upload_id).exists() and not (store.blobs / sha).exists()
+
+
+def test_the_upload_store_quota(tmp_path):
+    from carrara.backend.server.quotas import Quotas
+    with ServerThread(tmp_path / "workspace") as server:
+        server.server.uploads.quotas = Quotas(store_bytes=1000)
+        sock = _dealer(server.address)
+        fits = _request(sock, p.MessageType.UPLOAD_BEGIN, {"files": [["a.jpg", 600, "a" * 64]]})
+        assert fits.type == p.MessageType.UPLOAD_STATUS
+        _request(sock, p.MessageType.UPLOAD_CHUNK, {"sha256": "a" * 64, "offset": 0},
+                 arrays={"data": np.zeros(600, np.uint8)})      # held as a partial blob (its hash is wrong later)
+        over = _request(sock, p.MessageType.UPLOAD_BEGIN, {"files": [["b.jpg", 600, "b" * 64]]})
+        assert over.body.get("code") == p.ErrorCode.QUOTA and "prune" in over.body["message"]
         sock.close()
