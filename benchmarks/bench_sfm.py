@@ -185,36 +185,40 @@ def main() -> None:
     parser.add_argument("--baseline-limit-s", type=float, default=400.0)
     parser.add_argument("--smoke", action="store_true", help="CPU, 8 chair renders for both parts")
     args = parser.parse_args()
+    if not (args.smoke or args.fox or args.fountain):
+        parser.error("name --fox and/or --fountain (or --smoke)")
     payload: dict[str, Any] = {**CONTEXT, "benchmark": "sfm", "pycolmap": pycolmap.__version__,
                                "pycolmap_has_cuda": bool(pycolmap.has_cuda), "settings": vars(args) | {
                                    "fox": str(args.fox), "fountain": str(args.fountain)}}
+    device = payload["device"]
+    name = "sfm_" + ("cpu-smoke" if args.smoke else _bootstrap.gpu_slug(device) if device.get("gpu") else "cpu")
+    written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="bench-sfm-") as scratch_dir:
         scratch = Path(scratch_dir)
         if args.smoke:
             ordered, photos, truth = chair_in_order(scratch, 8)
-            (scratch / "v").mkdir()
-            payload["video"] = bench_video(ordered, scratch / "v", 8, 400, args.baseline_limit_s)
-            (scratch / "a").mkdir()
-            payload["accuracy"] = bench_accuracy(photos, truth, scratch / "a", args.baseline_limit_s,
-                                                 max_features=2048)
+            parts = {"video": lambda folder: bench_video(ordered, folder, 8, 400, args.baseline_limit_s),
+                     "accuracy": lambda folder: bench_accuracy(photos, truth, folder, args.baseline_limit_s,
+                                                               max_features=2048)}
         else:
+            parts = {}
             if args.fox:
-                (scratch / "v").mkdir()
-                payload["video"] = bench_video(args.fox, scratch / "v", args.frames, args.max_side,
-                                               args.baseline_limit_s)
+                parts["video"] = lambda folder: bench_video(args.fox, folder, args.frames, args.max_side,
+                                                            args.baseline_limit_s)
             if args.fountain:
-                (scratch / "a").mkdir()
-                payload["accuracy"] = bench_accuracy(args.fountain / "images", args.fountain / "colmap_gt_poses",
-                                                     scratch / "a", args.baseline_limit_s)
-    _print_summary(payload)
-    device = payload["device"]
-    name = "sfm_" + ("cpu-smoke" if args.smoke else _bootstrap.gpu_slug(device) if device.get("gpu") else "cpu")
-    for path in _bootstrap.write_results(name, payload):
+                parts["accuracy"] = lambda folder: bench_accuracy(
+                    args.fountain / "images", args.fountain / "colmap_gt_poses", folder, args.baseline_limit_s)
+        for part, measure in parts.items():
+            (scratch / part).mkdir()
+            payload[part] = measure(scratch / part)
+            _print_summary(payload, part)
+            written = _bootstrap.write_results(name, payload)     # after each part: a later one may run out of time
+    for path in written:
         print(f"wrote {path}")
 
 
-def _print_summary(payload: dict[str, Any]) -> None:
-    if "video" in payload:
+def _print_summary(payload: dict[str, Any], part: str) -> None:
+    if part == "video":
         v = payload["video"]
         print(f"video: ours {v['ours']['seconds']:.1f} s ({v['ours']['registered']}/{v['ours']['images']} "
               f"registered, SIFT on {v['ours']['sift_device']}), plain pycolmap "
@@ -223,7 +227,7 @@ def _print_summary(payload: dict[str, Any]) -> None:
               f"{v['baseline_plain_pycolmap']['registered']} registered)")
         print(f"video: ours per frame {v['ours']['seconds_per_frame']}, 900 frames ~ "
               f"{v['ours']['linear_projection_900_frames_s']} s")
-    if "accuracy" in payload:
+    if part == "accuracy":
         for who in ("ours", "baseline_plain_pycolmap"):
             run = payload["accuracy"][who]
             errors = run.get("pose_errors") or {}
