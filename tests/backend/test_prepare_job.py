@@ -1,11 +1,14 @@
 """The ``prepare`` job on the real server: stage progress reaches the client, the dataset and its report land in
-the job's folder, bad input fails with a message and the server goes on serving, cancel stops it mid-run."""
+the job's folder, bad input fails with a message and the server goes on serving, cancel stops it mid-run, and a
+video sent through the upload path (a backend that cannot see the artist's disk) is prepared from the upload."""
 from __future__ import annotations
 
 import json
 import time
 
-from carrara.addon.connection import Connection
+import pytest
+
+from carrara.addon.connection import Connection, RemoteError
 from carrara.shared import protocol as p
 from sfm_inputs import chair_photos
 from testkit import ServerThread
@@ -81,4 +84,30 @@ def test_bad_input_fails_with_its_message_and_cancel_stops_a_running_job(tmp_pat
         assert not any(e["event"] == "progress" and e["phase"] == "mapping" for e in events)
         job_dir = server.server.workspace.job_dir(job_id)
         assert not (job_dir / "dataset" / "images").exists()
+        connection.close()
+
+
+def test_a_video_uploaded_to_a_backend_that_cannot_see_it_is_prepared_from_the_upload(tmp_path):
+    from carrara.addon.transfers import DatasetUpload, TransferState
+    from sfm_inputs import chair_video
+    clip = chair_video(tmp_path)
+    with ServerThread(tmp_path / "workspace", uploads_only=True) as server:
+        connection = _connect(server.address)
+        with pytest.raises(RemoteError) as refused:        # the add-on's cue to upload the capture
+            connection.call(p.MessageType.SUBMIT, {"kind": "prepare", "config": {"dataset": {"path": str(clip)}}})
+        assert refused.value.code == p.ErrorCode.NEEDS_UPLOAD
+        upload = DatasetUpload({"walk.mp4": clip})
+        deadline = time.monotonic() + 60
+        while upload.state == TransferState.RUNNING:
+            assert time.monotonic() < deadline, "upload timed out"
+            upload.step(connection)
+            connection.poll(0.01)
+        assert upload.state == TransferState.DONE, upload.error
+        job_id = connection.call(p.MessageType.SUBMIT, {"kind": "prepare", "config": {
+            "dataset": {"upload_id": upload.upload_id}, "frames": 10, "max_features": 1024}}).job_id
+        events = _events_until(connection, job_id, _over)
+        assert events[-1]["state"] == "finished", [e for e in events if e["event"] in ("log", "error")]
+        assert any("walk.mp4: 60 frames" in e.get("line", "") for e in events)
+        report = json.loads((server.server.workspace.job_dir(job_id) / "artifacts" / "prepare_report.json").read_text())
+        assert report["source"] == "video" and report["images"] == 10 and report["registered"] >= 3
         connection.close()
