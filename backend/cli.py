@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..shared.jobs import ARTIST_FACE_BUDGET, PREPARE_MAPPERS, PREPARE_MATCHERS, PrepareConfig
+from ..shared.jobs import ARTIST_FACE_BUDGET, ENCODINGS, PREPARE_MAPPERS, PREPARE_MATCHERS, PrepareConfig
 from .server.quotas import GIB, Quotas
 
 
@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                         help="where to compute; auto takes the GPU when torch sees one")
     train.add_argument("--scene-type", choices=("object", "indoor", "outdoor"), default="object")
+    train.add_argument("--encoding", choices=ENCODINGS, default="auto",
+                       help="hash-grid implementation: auto takes the fastest here (tcnn where tinycudann imports "
+                            "and there is a GPU, else triton on CUDA, else torch); with --resume, auto keeps the "
+                            "run's own")
     train.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
 
     extract = verb("extract", "extract a coloured mesh from a run's checkpoint")

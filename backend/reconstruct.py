@@ -23,6 +23,7 @@ from .data.normalization import SphereNormalization
 from .mesh.atlas import AtlasError
 from .mesh.export import write_glb, write_ply
 from .mesh.pipeline import StepReport, build_mesh
+from .model.encoding_choice import EncodingUnavailable, choose_encoding, encoding_for_checkpoint
 from .model.neural_surface import NeuralSurface
 from .reporting import Reporter
 from .server.kinds import JobFailed
@@ -68,12 +69,14 @@ def _with_background(dataset: PosedDataset, scene_type: str) -> bool:
 
 
 def new_run_settings(preset_name: str, dataset: PosedDataset, scene_type: str, device: torch.device,
-                     iterations: int | None = None) -> tuple[TrainSettings, MemoryPlan | None]:
-    """A new run's settings: the preset for this dataset and scene type, fitted to the GPU's free memory now."""
+                     iterations: int | None = None,
+                     encoding: str = "auto") -> tuple[TrainSettings, MemoryPlan | None]:
+    """A new run's settings: the preset for this dataset and scene type, fitted to the GPU's free memory now, with
+    the hash-grid implementation ``encoding`` resolves to on ``device``."""
     plan = plan_for(preset_name, device, with_background=_with_background(dataset, scene_type))
     settings = build_settings(get_preset(preset_name), scene_type=scene_type, use_alpha=dataset.use_alpha,
                               n_views=len(dataset.views), plan=plan, iterations=iterations,
-                              mixed_precision=device.type == "cuda")
+                              mixed_precision=device.type == "cuda", encoding=choose_encoding(encoding, device))
     return settings, plan
 
 
@@ -100,7 +103,7 @@ def run_reconstruction(config: ReconstructConfig, run_dir: Path, reporter: Repor
     """
     try:
         _run(config, Path(run_dir), reporter, device)
-    except (DatasetError, MemoryPlanError, CheckpointError, TrainingDiverged) as exc:
+    except (DatasetError, MemoryPlanError, CheckpointError, TrainingDiverged, EncodingUnavailable) as exc:
         raise JobFailed(str(exc)) from exc
 
 
@@ -121,6 +124,10 @@ def _run(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device_na
         f"{', alpha used as mask' if dataset.use_alpha else ''}; device {device}")
     if resumed is not None:
         settings = TrainSettings.from_json(resumed[1]["settings"])
+        encoding, note = encoding_for_checkpoint(settings.model.sdf.encoding, config.encoding, device)
+        settings = settings.with_encoding(encoding)
+        if note:
+            say(note, "warning")
         plan = plan_for(settings.preset, device, with_background=_with_background(dataset, config.scene_type),
                         resumed=settings)
         if config.iterations is not None and config.iterations != settings.iterations:
@@ -128,7 +135,8 @@ def _run(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device_na
                 "for: its schedules are laid out over them (start a new run folder to train another length)",
                 "warning")
     else:
-        settings, plan = new_run_settings(config.preset, dataset, config.scene_type, device, config.iterations)
+        settings, plan = new_run_settings(config.preset, dataset, config.scene_type, device, config.iterations,
+                                          config.encoding)
     if plan is not None:
         say(f"memory plan: {plan.describe()}")
     image_budget = plan.image_cache_bytes if plan else (default_host_budget() if device.type == "cpu" else 0)
@@ -291,6 +299,7 @@ def load_trained_model(run_dir: Path, device: str | torch.device) -> tuple[Neura
                               "'carrara-backend train'?)")
     _, state = found
     settings = TrainSettings.from_json(state["settings"])
-    model = NeuralSurface(settings.model)
+    encoding, _ = encoding_for_checkpoint(settings.model.sdf.encoding, "auto", device)
+    model = NeuralSurface(settings.with_encoding(encoding).model)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), SphereNormalization.from_json(state["normalization"]), int(state["iteration"])

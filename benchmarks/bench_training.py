@@ -15,7 +15,14 @@ Per preset, on the memory plan chosen for this GPU's free memory:
   no occupancy grid: 129 rendered intervals per ray);
 - baseline ``no_eikonal_ball``: the same steps without the eikonal points drawn in the unit ball (our departure
   from the recipe, ``LossWeights.eikonal_ball_points_per_ray``): what that loss term costs.
-Every figure of a baseline is also given as ours / baseline. Results: benchmarks/results/training_<gpu>.json.
+Every figure of a baseline is also given as ours / baseline.
+
+``step_breakdown`` (per preset, also in ``--smoke``): where a step of ``ours`` spends its time, part by part
+(ray batch, depth sampling, encoding, SDF and colour MLPs, numerical gradient, background, losses, optimizer),
+forward and backward apart, from a torch profiler run over one occupancy-update period (``step_breakdown.py``
+says how backward time is traced to its part); the table is printed too. ``--skip-baselines`` keeps only ``ours``
+and its breakdown (preview + standard: about a minute of device time expected on a warm machine).
+Results: benchmarks/results/training_<gpu>.json.
 """
 from __future__ import annotations
 
@@ -31,12 +38,15 @@ CONTEXT = _bootstrap.run_context()
 
 import torch  # noqa: E402  (after the bootstrap, like the carrara imports)
 
+import step_breakdown  # noqa: E402
+
 from carrara.backend.data.dataset import dataset_sphere, load_dataset  # noqa: E402
 from carrara.backend.render.renderer import SamplingConfig  # noqa: E402
 from carrara.backend.reconstruct import new_run_settings  # noqa: E402
 from carrara.backend.train.trainer import Trainer  # noqa: E402
 
 TARGET_SECONDS = {"preview": 60.0, "standard": 600.0}
+DEFAULT_DATASET = _bootstrap.REPO_ROOT / "examples" / "chair"
 RECIPE_SAMPLING = SamplingConfig(n_uniform=0, n_guided=64, n_fine=16, fine_rounds=4, n_background=32)
 
 
@@ -70,11 +80,17 @@ def ratios(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
     return {f"{k}_ours_over_baseline": ours[k] / base[k] for k in keys if ours.get(k) and base.get(k)}
 
 
+def profile_breakdown(trainer: Trainer, steps: int, step_ms_unprofiled: float) -> dict[str, Any]:
+    """Where the time of ``steps`` steps goes, per part (forward and backward apart), steps as ``measure`` runs."""
+    prof, seconds = step_breakdown.profile_steps(trainer.step, steps, trainer.device)
+    return step_breakdown.breakdown(prof, steps, seconds, trainer.device, step_ms_unprofiled)
+
+
 def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: int,
-                 baseline_steps: int) -> dict[str, Any]:
+                 baseline_steps: int, profile_steps: int | None, with_baselines: bool) -> dict[str, Any]:
     settings, plan = new_run_settings(name, dataset, "object", device)
     result: dict[str, Any] = {"plan": plan.to_json() if plan else None, "iterations": settings.iterations,
-                              "rays_per_iter": settings.rays_per_iter,
+                              "rays_per_iter": settings.rays_per_iter, "encoding": settings.model.sdf.encoding,
                               "hash_grid": {"log2_hashmap_size": settings.model.sdf.log2_hashmap_size,
                                             "features_per_level": settings.model.sdf.features_per_level}}
     trainer = Trainer(dataset, settings, device=device, image_budget=plan.image_cache_bytes if plan else 1 << 30)
@@ -86,15 +102,22 @@ def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: i
         if plan is not None and ours["peak_bytes"]:
             ours["peak_over_plan_estimate"] = ours["peak_bytes"] / plan.estimated_bytes
         result["ours"] = ours
-        if device.type == "cuda":
-            trainer.model.sdf_field.encoding.implementation = "torch"
+        # one occupancy-update period holds exactly one update, so its share is the run's
+        result["step_breakdown"] = profile_breakdown(trainer, profile_steps or settings.occupancy_every,
+                                                     1e3 / ours["it_per_s"])
+        print(step_breakdown.table(name, result["step_breakdown"]), flush=True)
+        if device.type == "cuda" and with_baselines:
+            encoding = trainer.model.sdf_field.encoding
+            chosen, encoding.implementation = encoding.implementation, "torch"
             result["baseline_torch_encoding"] = _baseline(trainer, ours, baseline_steps)
-            trainer.model.sdf_field.encoding.implementation = "auto"
+            encoding.implementation = chosen
     finally:
         trainer.close()
     del trainer
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    if not with_baselines:
+        return result
     budget = plan.image_cache_bytes if plan else 1 << 30
     recipe = dataclasses.replace(settings, sampling=RECIPE_SAMPLING)
     result["baseline_recipe_sampling"] = _settings_baseline(dataset, recipe, device, budget, ours, baseline_steps,
@@ -131,31 +154,40 @@ def _baseline(trainer: Trainer, ours: dict[str, Any], steps: int) -> dict[str, A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=_bootstrap.REPO_ROOT / "examples" / "chair")
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--presets", nargs="+", default=["preview", "standard", "high"])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--baseline-steps", type=int, default=5)
+    parser.add_argument("--profile-steps", type=int, default=None,
+                        help="steps profiled for the breakdown (default: the preset's occupancy-update period)")
+    parser.add_argument("--skip-baselines", action="store_true", help="only ours and its step breakdown")
     parser.add_argument("--smoke", action="store_true", help="CPU, ci preset, a few steps: checks the script runs")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     presets = ["ci"] if args.smoke else args.presets
     steps, warmup, baseline_steps = (3, 1, 2) if args.smoke else (args.steps, args.warmup, args.baseline_steps)
+    profile_steps = args.profile_steps or (2 if args.smoke else None)
     sphere = dataset_sphere(args.dataset, "object")
     dataset = load_dataset(args.dataset, sphere=sphere, scene_type="object")
     results = {}
     for name in presets:
         print(f"{name}: ...", flush=True)
-        results[name] = bench_preset(name, dataset, device, warmup, steps, baseline_steps)
+        results[name] = bench_preset(name, dataset, device, warmup, steps, baseline_steps, profile_steps,
+                                     not args.skip_baselines)
         ours = results[name]["ours"]
         print(f"{name}: {ours['it_per_s']:.1f} it/s, {ours['rays_per_s'] / 1e3:.0f} k rays/s, "
               f"{ours['sdf_evaluations_per_s'] / 1e6:.1f} M SDF evaluations/s, expected run "
               f"{ours['expected_duration_s']:.0f} s", flush=True)
     payload = {**CONTEXT, "benchmark": "training", "dataset": str(args.dataset), "photos": len(dataset.views),
                "device_used": str(device), "settings": {"steps": steps, "warmup": warmup,
-                                                        "baseline_steps": baseline_steps},
+                                                        "baseline_steps": baseline_steps,
+                                                        "profile_steps": profile_steps,
+                                                        "baselines": not args.skip_baselines},
                "presets": results}
     name = "training_" + (_bootstrap.gpu_slug(CONTEXT["device"]) if device.type == "cuda" else "cpu-smoke")
+    if args.dataset.resolve() != DEFAULT_DATASET.resolve():   # another capture keeps the chair's figures
+        name = name.replace("training_", f"training_{args.dataset.name}_", 1)
     for path in _bootstrap.write_results(name, payload):
         print(f"wrote {path}")
 

@@ -15,6 +15,8 @@ JOB_KINDS = ("check_dataset", "reconstruct", "extract", "prepare")
 PRESETS = ("ci", "preview", "standard", "high")
 SCENE_TYPES = ("object", "indoor", "outdoor")
 DEVICES = ("auto", "cuda", "cpu")
+#: Hash-grid implementations; auto takes the fastest that runs on the backend (tcnn, then triton on CUDA, then torch).
+ENCODINGS = ("auto", "tcnn", "triton", "torch")
 #: Longest dataset path or id a config may carry (a job's snapshot, config included, must fit one header).
 MAX_PATH_CHARS = 4096
 MESH_FORMATS = ("ply", "glb")
@@ -89,6 +91,7 @@ class ReconstructConfig(AssetSettings):
     preset: str = "standard"
     iterations: int | None = None          # overrides the preset's count
     device: str = "auto"
+    encoding: str = "auto"                 # hash-grid implementation, one of ENCODINGS
     downscale: float = 1.0                 # image downscale factor for training (>= 1)
     preview_every_s: float = 10.0          # seconds between streamed preview meshes; 0 turns them off
     preview_resolution: int = 128          # marching-cubes cells across the sphere for previews
@@ -103,6 +106,7 @@ class ReconstructConfig(AssetSettings):
         _one_of("scene_type", self.scene_type, SCENE_TYPES)
         _one_of("preset", self.preset, PRESETS)
         _one_of("device", self.device, DEVICES)
+        _one_of("encoding", self.encoding, ENCODINGS)
         if self.iterations is not None and (not _integer(self.iterations) or self.iterations < 1):
             raise _fail("iterations", "must be a whole number of at least 1")
         if not _finite_number(self.downscale) or self.downscale < 1:

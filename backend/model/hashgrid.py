@@ -380,6 +380,7 @@ class _TcnnGrid:
         if self.module.params.numel() != config.n_params:
             raise RuntimeError(f"tinycudann lays out {self.module.params.numel()} parameters for this grid, we "
                                f"lay out {config.n_params}; use implementation='auto'")
+        del self.module.params             # its own initial table (GPU memory the size of ours): ours replaces it
         self.n_levels = config.n_levels
         self.features_per_level = config.features_per_level
 

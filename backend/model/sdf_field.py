@@ -14,13 +14,14 @@ far beyond bf16 (or TF32), so mixed precision is applied only to the colour and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from ..profiling import step_range
 from .gradients import tetrahedron_derivatives, tetrahedron_points
 from .hashgrid import HashGridConfig, HashGridEncoding, grid_levels
 
@@ -40,6 +41,9 @@ class SdfFieldConfig:
     init_radius: float = 0.5
     inside_out: bool = False
     weight_norm: bool = True
+    # How the grid is computed, not what: every implementation reads one table layout (tiny-cuda-nn's, see
+    # hashgrid.py), so it is left out of comparisons and a checkpoint of one loads into any other.
+    encoding: str = field(default="auto", compare=False)
 
     def grid_config(self) -> HashGridConfig:
         return HashGridConfig(n_levels=self.n_levels, features_per_level=self.features_per_level,
@@ -72,7 +76,7 @@ class SdfField(nn.Module):
     def __init__(self, config: SdfFieldConfig):
         super().__init__()
         self.config = config
-        self.encoding = HashGridEncoding(config.grid_config())
+        self.encoding = HashGridEncoding(config.grid_config(), implementation=config.encoding)
         in_dim = 3 + config.n_levels * config.features_per_level
         h = config.hidden
         self.hidden = nn.Linear(in_dim, h)
@@ -99,25 +103,37 @@ class SdfField(nn.Module):
             self.head.bias.neg_()
 
     def _hidden(self, x: torch.Tensor, active_levels: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        grid = self.encoding(self.encoding.config.to_unit_cube(x), active_levels).to(x.dtype)
-        return F.softplus(self.hidden(torch.cat((x, grid), -1)), beta=SOFTPLUS_BETA), grid
+        with step_range("encoding"):
+            grid = self.encoding(self.encoding.config.to_unit_cube(x), active_levels).to(x.dtype)
+        with step_range("sdf_mlp"):
+            return F.softplus(self.hidden(torch.cat((x, grid), -1)), beta=SOFTPLUS_BETA), grid
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        with step_range("sdf_mlp"):
+            return self.head(h).squeeze(-1)
 
     def _feature(self, h: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        feature = F.softplus(self.feature_layer(h), beta=SOFTPLUS_BETA)
-        return torch.cat((feature, grid), -1) if self.config.grid_in_feature else feature
+        with step_range("sdf_mlp"):
+            feature = F.softplus(self.feature_layer(h), beta=SOFTPLUS_BETA)
+            return torch.cat((feature, grid), -1) if self.config.grid_in_feature else feature
 
     def sdf(self, x: torch.Tensor, active_levels: int | None = None) -> torch.Tensor:
         """(N, 3) unit-sphere points -> (N,) signed distances (negative inside)."""
-        return self.head(self._hidden(x, active_levels)[0]).squeeze(-1)
+        return self._head(self._hidden(x, active_levels)[0])
 
     def forward(self, x: torch.Tensor, active_levels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) signed distances and (N, feature_dim) geometry features."""
         h, grid = self._hidden(x, active_levels)
-        return self.head(h).squeeze(-1), self._feature(h, grid)
+        return self._head(h), self._feature(h, grid)
 
     def with_derivatives(self, x: torch.Tensor, eps: float, active_levels: int | None = None) -> SdfWithDerivatives:
         """SDF, feature, numerical gradient and Laplacian at x: one network pass over x and its 4 taps."""
         n = x.shape[0]
-        h, grid = self._hidden(tetrahedron_points(x, eps), active_levels)
-        sdf, gradient, laplacian = tetrahedron_derivatives(self.head(h).squeeze(-1), eps)
-        return SdfWithDerivatives(sdf, self._feature(h[:n], grid[:n]), gradient, laplacian)
+        with step_range("sdf_with_taps"):
+            with step_range("numerical_gradient"):
+                points = tetrahedron_points(x, eps)
+            h, grid = self._hidden(points, active_levels)
+            values = self._head(h)
+            with step_range("numerical_gradient"):
+                sdf, gradient, laplacian = tetrahedron_derivatives(values, eps)
+            return SdfWithDerivatives(sdf, self._feature(h[:n], grid[:n]), gradient, laplacian)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model.neural_surface import NeuralSurface
+from ..profiling import step_range
 from .occupancy import OccupancyGrid
 from .rays import intersect_unit_sphere
 from .sampling import background_depths, neus_upsample, occupancy_guided, stratified
@@ -95,7 +96,8 @@ class Renderer:
         """Render unit-direction rays (R, 3) given in unit-sphere coordinates; ``generator`` None = deterministic."""
         model = self.model
         near, far, hit = intersect_unit_sphere(origins, directions)
-        depths = self._depths(origins, directions, near, far, generator)
+        with step_range("sample_depths"):
+            depths = self._depths(origins, directions, near, far, generator)
         edges = torch.cat((near[:, None], depths, far[:, None]), -1)
         mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
         dists = edges[:, 1:] - edges[:, :-1]
@@ -105,19 +107,21 @@ class Renderer:
         field = model.sdf_field.with_derivatives(points, model.gradient_step, model.active_levels)
         normals = F.normalize(field.gradient, dim=-1)
         codes = model.appearance_codes(view_ids)
-        with self._autocast(points.device):
+        with self._autocast(points.device), step_range("color_mlp"):
             sample_codes = None if codes is None else codes[:, None, :].expand(n_rays, n_samples, -1).reshape(
                 n_rays * n_samples, -1)
             colors = model.color_field(points, dirs, normals, field.feature, sample_codes).view(n_rays, n_samples, 3)
-        true_cos = (dirs * field.gradient).sum(-1)
-        alpha = neus_alpha(field.sdf, annealed_cos(true_cos, cos_ratio), dists.reshape(-1), model.inv_s())
-        alpha = alpha.view(n_rays, n_samples) * hit[:, None]
-        weights, remaining = composite(alpha)
-        rgb = (weights[..., None] * colors).sum(1)
-        opacity = weights.sum(1)
-        depth = (weights * mids).sum(1)
+        with step_range("volume_rendering"):
+            true_cos = (dirs * field.gradient).sum(-1)
+            alpha = neus_alpha(field.sdf, annealed_cos(true_cos, cos_ratio), dists.reshape(-1), model.inv_s())
+            alpha = alpha.view(n_rays, n_samples) * hit[:, None]
+            weights, remaining = composite(alpha)
+            rgb = (weights[..., None] * colors).sum(1)
+            opacity = weights.sum(1)
+            depth = (weights * mids).sum(1)
         if model.background is not None:
-            rgb = rgb + remaining[:, None] * self._background(origins, directions, far, codes, generator)
+            with step_range("background"):
+                rgb = rgb + remaining[:, None] * self._background(origins, directions, far, codes, generator)
         elif background_rgb is not None:
             rgb = rgb + (1.0 - opacity)[:, None] * background_rgb
         sample_mask = hit[:, None].expand(n_rays, n_samples).reshape(-1)

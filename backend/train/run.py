@@ -103,7 +103,7 @@ def train_from_cli(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     config = ReconstructConfig(dataset=DatasetRef(path=str(args.dataset)), sphere_center=sphere.center.tolist(),
                                sphere_radius=sphere.radius, scene_type=args.scene_type, preset=args.preset,
-                               iterations=args.iters, device=args.device, preview_every_s=0.0,
+                               iterations=args.iters, device=args.device, encoding=args.encoding, preview_every_s=0.0,
                                mesh_resolution=preset.cli_mesh_resolution, texture_size=preset.cli_texture_size)
     config.validate()
     reporter = TerminalReporter(run_dir / "log.txt")

@@ -46,6 +46,10 @@ class TrainSettings:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def with_encoding(self, encoding: str) -> "TrainSettings":
+        """The same run computed with another hash-grid implementation (one table layout: see encoding_choice.py)."""
+        return replace(self, model=replace(self.model, sdf=replace(self.model.sdf, encoding=encoding)))
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainSettings":
         values = dict(data)
@@ -62,8 +66,10 @@ class TrainSettings:
 
 
 def build_settings(preset: Preset, *, scene_type: str, use_alpha: bool, n_views: int, plan: MemoryPlan | None,
-                   iterations: int | None = None, mixed_precision: bool = True) -> TrainSettings:
-    """Settings for a dataset: ``plan`` None keeps the preset's own table size and batch (CPU runs, tests).
+                   iterations: int | None = None, mixed_precision: bool = True,
+                   encoding: str = "auto") -> TrainSettings:
+    """Settings for a dataset: ``plan`` None keeps the preset's own table size and batch (CPU runs, tests);
+    ``encoding`` is the hash-grid implementation, resolved for the device by ``choose_encoding``.
 
     Scene types follow Neuralangelo's generated configs: scenes start with half the hash levels and learn
     per-photo appearance codes; indoor scenes are inside-out. The NeRF++ background runs wherever pixels show
@@ -80,7 +86,7 @@ def build_settings(preset: Preset, *, scene_type: str, use_alpha: bool, n_views:
     sdf = SdfFieldConfig(n_levels=preset.n_levels, features_per_level=features, log2_hashmap_size=log2_t,
                          base_resolution=preset.base_resolution, max_resolution=preset.max_resolution,
                          hidden=preset.sdf_hidden, grid_in_feature=preset.grid_in_feature,
-                         inside_out=scene_type == "indoor",
+                         inside_out=scene_type == "indoor", encoding=encoding,
                          init_radius=INDOOR_INIT_RADIUS if scene_type == "indoor" else 0.5)
     color = ColorFieldConfig(feature_dim=sdf.feature_dim, hidden=preset.color_hidden, layers=preset.color_layers,
                              appearance_dim=appearance_dim)

@@ -27,6 +27,7 @@ from ..data.dataset import PosedDataset
 from ..data.images import ImageStore
 from ..data.normalization import SphereNormalization
 from ..model.neural_surface import NeuralSurface
+from ..profiling import step_range
 from ..render.occupancy import OccupancyGrid
 from ..render.rays import camera_rays
 from ..render.renderer import Renderer
@@ -136,48 +137,58 @@ class Trainer:
         s = self.settings
         self._apply_schedule(it)
         if it % s.occupancy_every == 0:
-            self.occupancy.update(self.model.sdf_fn(), float(self.model.inv_s().detach()))
-        batch = self.images.sample(s.rays_per_iter, self.pixel_generator)
-        origins, directions = camera_rays(self.c2w[batch.view], self.intrinsics[batch.view], batch.pixels)
-        target, background = batch.rgb, None
-        if s.background == "random":
-            background = torch.rand((batch.rgb.shape[0], 3), generator=self.render_generator,
-                                    device=self.device)
-        if batch.alpha is not None and background is not None:
-            target = batch.rgb * batch.alpha[:, None] + background * (1.0 - batch.alpha[:, None])
-        result = self.renderer.render(origins, directions, view_ids=batch.view, cos_ratio=self.schedule.cos_ratio(it),
-                                      background_rgb=background, generator=self.render_generator)
+            with step_range("occupancy_update"):
+                self.occupancy.update(self.model.sdf_fn(), float(self.model.inv_s().detach()))
+        with step_range("ray_batch"):
+            batch = self.images.sample(s.rays_per_iter, self.pixel_generator)
+            origins, directions = camera_rays(self.c2w[batch.view], self.intrinsics[batch.view], batch.pixels)
+            target, background = batch.rgb, None
+            if s.background == "random":
+                background = torch.rand((batch.rgb.shape[0], 3), generator=self.render_generator,
+                                        device=self.device)
+            if batch.alpha is not None and background is not None:
+                target = batch.rgb * batch.alpha[:, None] + background * (1.0 - batch.alpha[:, None])
+        with step_range("render"):
+            result = self.renderer.render(origins, directions, view_ids=batch.view,
+                                          cos_ratio=self.schedule.cos_ratio(it), background_rgb=background,
+                                          generator=self.render_generator)
         w = s.losses
         mask = result.sample_mask.float()
         eikonal_gradient, eikonal_mask = result.gradient, mask
         ball_points = int(w.eikonal_ball_points_per_ray * s.rays_per_iter)
         if ball_points:
-            ball = self.model.sdf_field.with_derivatives(
-                uniform_in_unit_ball(ball_points, self.render_generator, self.device), self.model.gradient_step,
-                self.model.active_levels)
-            eikonal_gradient = torch.cat((eikonal_gradient, ball.gradient))
-            eikonal_mask = torch.cat((eikonal_mask, mask.new_ones(ball_points)))
-        terms = {"rgb": losses.rgb_l1(result.rgb, target),
-                 "eikonal": losses.eikonal(eikonal_gradient, eikonal_mask),
-                 "curvature": losses.curvature(result.laplacian, mask)}
-        total = w.rgb * terms["rgb"] + w.eikonal * terms["eikonal"] + self.schedule.curvature(it) * terms["curvature"]
-        if s.use_mask and batch.alpha is not None and w.mask > 0:
-            terms["mask"] = losses.mask_bce(result.opacity, batch.alpha)
-            total = total + w.mask * terms["mask"]
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        self.dist.average_gradients(params)
-        grads = [p.grad for p in params if p.grad is not None]
-        norms = torch.stack(torch._foreach_norm(grads)) if grads else total.new_zeros(1)
-        self._bad |= ~torch.isfinite(total) | ~torch.isfinite(norms).all()
-        mse = ((result.rgb.detach() - target) ** 2).mean()
+            with step_range("eikonal_ball"):
+                ball = self.model.sdf_field.with_derivatives(
+                    uniform_in_unit_ball(ball_points, self.render_generator, self.device), self.model.gradient_step,
+                    self.model.active_levels)
+                eikonal_gradient = torch.cat((eikonal_gradient, ball.gradient))
+                eikonal_mask = torch.cat((eikonal_mask, mask.new_ones(ball_points)))
+        with step_range("losses"):
+            terms = {"rgb": losses.rgb_l1(result.rgb, target),
+                     "eikonal": losses.eikonal(eikonal_gradient, eikonal_mask),
+                     "curvature": losses.curvature(result.laplacian, mask)}
+            total = (w.rgb * terms["rgb"] + w.eikonal * terms["eikonal"]
+                     + self.schedule.curvature(it) * terms["curvature"])
+            if s.use_mask and batch.alpha is not None and w.mask > 0:
+                terms["mask"] = losses.mask_bce(result.opacity, batch.alpha)
+                total = total + w.mask * terms["mask"]
+        with step_range("backward_call"):
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+        with step_range("gradient_check"):
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            self.dist.average_gradients(params)
+            grads = [p.grad for p in params if p.grad is not None]
+            norms = torch.stack(torch._foreach_norm(grads)) if grads else total.new_zeros(1)
+            self._bad |= ~torch.isfinite(total) | ~torch.isfinite(norms).all()
+            mse = ((result.rgb.detach() - target) ** 2).mean()
         stats = StepStats(it + 1, total.detach(), mse)
         if self._guard_due(it) and self.dist.agree(bool(self._bad), self.device):
             self._roll_back(f"the loss or its gradient became NaN/infinite at iteration {it + 1}")
             stats.rolled_back = True
             return stats
-        self.optimizer.step()
+        with step_range("optimizer"):
+            self.optimizer.step()
         self.iteration = it + 1
         return stats
 

@@ -44,13 +44,28 @@ def test_extraction_benchmark_compares_with_the_neuralangelo_scheme(tmp_path):
     assert "baseline (Neuralangelo scheme) at 48:" in out and "duplicate seam vertices" in out
 
 
-def test_training_benchmark_states_every_baseline_as_a_ratio(tmp_path):
-    _smoke("bench_training.py", tmp_path)
+def test_training_benchmark_states_every_baseline_as_a_ratio_and_breaks_the_step_down(tmp_path):
+    out = _smoke("bench_training.py", tmp_path)
     preset = _result(tmp_path, "training_cpu-smoke")["presets"]["ci"]
     assert preset["ours"]["it_per_s"] > 0 and preset["ours"]["expected_duration_s"] > 0
+    assert preset["encoding"] == "torch"
     for baseline in ("baseline_recipe_sampling", "baseline_no_eikonal_ball"):
         ratio = preset[baseline]["it_per_s_ours_over_baseline"]
         assert math.isfinite(ratio) and ratio > 0, baseline
+    breakdown = preset["step_breakdown"]
+    assert breakdown["profiled_steps"] == 2 and breakdown["step_ms"]["measured"] > 0
+    parts = breakdown["parts"]
+    for part in ("ray_batch", "sample_depths", "encoding", "sdf_mlp", "numerical_gradient", "color_mlp",
+                 "volume_rendering", "eikonal_ball", "losses", "backward_call", "optimizer"):
+        assert parts[part]["total_ms"] > 0, part
+    # backward traced to its forward part (the chair has masks, so no background network runs)
+    for part in ("encoding", "sdf_mlp", "color_mlp"):
+        assert parts[part]["backward_ms"] > 0, part
+    assert abs(sum(p["share"] for p in parts.values()) - 1.0) < 1e-6
+    assert breakdown["paths"]["render/sdf_with_taps/encoding"]["backward_ms"] > 0
+    network_ms = parts["encoding"]["total_ms"] + parts["sdf_mlp"]["total_ms"]
+    assert 0 < breakdown["numerical_gradient_taps"]["total_ms"] < network_ms
+    assert "ci: CPU self time of the ops in each range, 2 steps" in out and "= numerical-gradient taps" in out
 
 
 def test_quality_benchmark_measures_held_out_psnr_against_the_untrained_model(tmp_path, tmp_path_factory):
