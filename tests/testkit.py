@@ -19,14 +19,40 @@ EXAMPLE_CHAIR = REPO_ROOT / "examples" / "chair"
 
 
 def shared_dataset(name: str) -> Path:
-    """Path of a dataset in the team's ../shared/data; skips the test with the reason when it is absent.
-
-    Tests on it add coverage on top of a twin on the bundled or generated data below, which every clone runs.
-    """
+    """Path of a dataset in the team's ../shared/data, for a test marked ``team_data(name)`` (see below); a test that
+    is not marked skips with the reason when it is absent."""
     path = SHARED_DATA / name
     if not path.is_dir():
         pytest.skip(f"real dataset {name!r} not found at {path} (set CARRARA_SHARED_DATA to the team's shared/data)")
     return path
+
+
+def team_param(*values, data: str, id: str | None = None):
+    """A parameter that reads the team's dataset ``data``: extra coverage beside a twin on the bundled chair."""
+    return pytest.param(*values, marks=pytest.mark.team_data(data), id=id)
+
+
+def deselect_absent_team_data(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the tests marked ``team_data`` whose datasets are absent, with one line that says so.
+
+    A public clone has no ../shared/data; every such test has a twin on the bundled or generated data that runs
+    everywhere, so reporting them as skips would only bury the skips that matter (no GPU) among them.
+    """
+    absent: set[str] = set()
+    kept, deselected = [], []
+    for item in items:
+        missing = {name for mark in item.iter_markers("team_data") for name in mark.args
+                   if not (SHARED_DATA / name).is_dir()}
+        absent |= missing
+        (deselected if missing else kept).append(item)
+    if not deselected:
+        return
+    config.hook.pytest_deselected(items=deselected)
+    items[:] = kept
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"{len(deselected)} tests on the team's data deselected: {', '.join(sorted(absent))} not "
+                            f"found in {SHARED_DATA} (set CARRARA_SHARED_DATA to the team's shared/data)")
 
 
 def real_colmap_model(name: str) -> Path:

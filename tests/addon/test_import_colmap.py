@@ -14,7 +14,7 @@ from carrara.shared import colmap
 from carrara.shared.camera_models import is_pinhole_equivalent, model_by_name, pinhole_intrinsics
 from carrara.shared.transforms_json import read_transforms
 from colmap_models import ALL_MODEL_NAMES, synthetic_model, write_pycolmap
-from testkit import shared_dataset, write_chair_in_colmap_frame, write_nerf_synthetic_chair
+from testkit import shared_dataset, team_param, write_chair_in_colmap_frame, write_nerf_synthetic_chair
 
 _DATA_KINDS = ("objects", "meshes", "cameras", "collections", "materials", "node_groups", "images", "actions")
 
@@ -32,7 +32,7 @@ class RealCapture:
     pixel_aspect: float              # Blender's pixel_aspect_y / pixel_aspect_x: the focal lengths' ratio
 
 
-@pytest.fixture(params=["chair", "fountain"])
+@pytest.fixture(params=["chair", team_param("fountain", data="strecha_fountain_p11")])
 def capture(request, tmp_path):
     """A real capture: the bundled chair in a COLMAP-like world (tilted, scaled, off-centre), or the team's fountain
     (1536x1024 photos, fx != fy)."""
@@ -251,7 +251,7 @@ def test_importing_leaves_what_was_there_alone(scene, capture):
     assert scene.render.pixel_aspect_y / scene.render.pixel_aspect_x == pytest.approx(capture.pixel_aspect)
 
 
-@pytest.mark.parametrize("source, photos", [("chair", 60), ("team-chair", 100)])
+@pytest.mark.parametrize("source, photos", [("chair", 60), team_param("team-chair", 100, data="nerf_synthetic_chair")])
 def test_transforms_json_imports_and_exports_the_same_cameras(scene, tmp_path, source, photos):
     chair = write_nerf_synthetic_chair(tmp_path / "chair") if source == "chair" else \
         shared_dataset("nerf_synthetic_chair") / "transforms_train.json"

@@ -9,11 +9,13 @@ from mathutils import Matrix
 from carrara.addon import scene_sphere
 from carrara.shared import colmap
 from carrara.shared.sphere import fit_sphere_to_camera_views
-from testkit import real_colmap_model, write_chair_in_colmap_frame
+from testkit import real_colmap_model, team_param, write_chair_in_colmap_frame
 
 
-@pytest.fixture(params=[("chair", False), ("chair", True), ("fountain", False), ("fountain", True)],
-                ids=["chair-as-is", "chair-z-up", "fountain-as-is", "fountain-z-up"])
+@pytest.fixture(params=[pytest.param(("chair", False), id="chair-as-is"),
+                        pytest.param(("chair", True), id="chair-z-up"),
+                        team_param(("fountain", False), data="strecha_fountain_p11", id="fountain-as-is"),
+                        team_param(("fountain", True), data="strecha_fountain_p11", id="fountain-z-up")])
 def scene(request, registered_addon, tmp_path):
     """A real capture imported as it is or turned z-up: the bundled chair in a COLMAP-like world (tilted, scaled,
     off-centre), or the team's fountain."""

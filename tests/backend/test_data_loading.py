@@ -18,7 +18,7 @@ from carrara.shared.camera_convention import colmap_from_c2w_opencv
 from carrara.shared.colmap import write_model
 from carrara.shared.reconstruction import Camera, Image, Points3D, Reconstruction
 from carrara.shared.sphere import BoundingSphere
-from testkit import shared_dataset, write_nerf_synthetic_chair
+from testkit import shared_dataset, team_param, write_nerf_synthetic_chair
 
 CENTER = np.array([2.0, -1.0, 0.5])
 RADIUS = 0.75
@@ -181,7 +181,8 @@ def test_alpha_is_used_as_mask_only_when_every_photo_has_it(tmp_path):
     assert not data.use_alpha and any("alpha" in w for w in data.warnings)
 
 
-@pytest.mark.parametrize("source, views", [("chair", 60), ("team-chair", 100)])
+@pytest.mark.parametrize("source, views", [("chair", 60),
+                                           team_param("team-chair", 100, data="nerf_synthetic_chair")])
 def test_reads_nerf_synthetic_transforms_with_alpha(tmp_path, source, views):
     """The bundled chair's RGBA renders in the NeRF-synthetic vocabulary, or the team's original."""
     chair = write_nerf_synthetic_chair(tmp_path).parent if source == "chair" else \

@@ -14,7 +14,7 @@ from carrara.backend.mesh import atlas
 from carrara.backend.server.workspace import Workspace
 from carrara.shared import protocol as p
 from testkit import ServerThread, free_tcp_port, real_colmap_model, shared_dataset, start_backend, stop_process, \
-    write_colmap_dataset, write_instant_ngp_chair, write_nerf_synthetic_chair
+    team_param, write_colmap_dataset, write_instant_ngp_chair, write_nerf_synthetic_chair
 
 #: Photos big enough that checking them takes a few seconds: time for a test to cancel or stop the job.
 SLOW = {"count": 24, "size": (3000, 3000)}
@@ -106,7 +106,7 @@ def test_check_dataset_names_every_broken_photo(tmp_path):
         connection.close()
 
 
-@pytest.mark.parametrize("name, photos", [("chair", 60), ("fountain", 11)])
+@pytest.mark.parametrize("name, photos", [("chair", 60), team_param("fountain", 11, data="strecha_fountain_p11")])
 def test_check_dataset_on_real_photos(tmp_path, name, photos):
     """The bundled chair's 400x400 RGBA renders, and the team's 1536x1024 fountain photos on top."""
     model = real_colmap_model(name)
@@ -246,8 +246,10 @@ def test_a_job_that_keeps_killing_the_server_is_not_retried_by_itself(tmp_path):
 
 @pytest.mark.parametrize("name, path, photos, warnings", [("chair-with-gaps", "", 45, 17),
                                                           ("chair", "", 60, 1),
-                                                          ("instant_ngp_fox", "transforms.json", 50, 20),
-                                                          ("nerf_synthetic_chair", "", 100, 1)])
+                                                          team_param("instant_ngp_fox", "transforms.json", 50, 20,
+                                                                     data="instant_ngp_fox"),
+                                                          team_param("nerf_synthetic_chair", "", 100, 1,
+                                                                     data="nerf_synthetic_chair")])
 def test_check_dataset_reads_transforms_json(tmp_path, name, path, photos, warnings):
     """The fox lists 17 frames whose photo is absent (each named, plus the reader's summary), has lens distortion
     and no points; the chair only lacks points; written with absent photos as the fox lists them, it lists 15. The

@@ -14,7 +14,7 @@ from carrara.shared import colmap
 from carrara.shared.camera_convention import qvec_to_rotmat
 from carrara.shared.reconstruction import Points3D
 from colmap_models import ALL_MODEL_NAMES, synthetic_model, write_pycolmap
-from testkit import real_colmap_model
+from testkit import real_colmap_model, team_param
 
 
 def assert_same_as_pycolmap(ours, ref: pycolmap.Reconstruction) -> None:
@@ -105,8 +105,8 @@ def test_several_submodels_pick_the_one_with_most_images(tmp_path):
     assert colmap.read_model(tmp_path).model_dir == tmp_path / "sparse" / "0"
 
 
-@pytest.mark.parametrize("name, photos, images_dir", [("chair", 60, "../../images"),
-                                                      ("fountain", 11, "../../../images")])
+@pytest.mark.parametrize("name, photos, images_dir", [
+    ("chair", 60, "../../images"), team_param("fountain", 11, "../../../images", data="strecha_fountain_p11")])
 def test_real_model_reads_like_pycolmap(name, photos, images_dir):
     model = real_colmap_model(name)
     rec = colmap.read_model(model)

@@ -89,6 +89,7 @@ def test_cameras_orbit_the_chair_as_the_renderer_placed_them(rec):
         assert -rotation[1, 2] > 0, f"{image.name}: upside down (the image's up points below the horizon)"
 
 
+@pytest.mark.team_data("nerf_synthetic_chair")
 def test_poses_are_the_renderer_cameras(rec):
     """Against the renderer's own transforms_train.json, which only the team's data holds (the bundle is 60 of its
     100 views)."""

@@ -8,7 +8,7 @@ from carrara.shared import colmap, sphere as sp
 from carrara.shared.camera_convention import rotmat_to_qvec
 from carrara.shared.reconstruction import Camera, Image, Points3D, Reconstruction
 from carrara.shared.transforms_json import read_transforms
-from testkit import real_colmap_model, shared_dataset, write_nerf_synthetic_chair
+from testkit import real_colmap_model, shared_dataset, team_param, write_nerf_synthetic_chair
 
 
 def ring_of_cameras(target, distance, n=12, height=0.5, fov_focal=500.0, size=(640, 480)):
@@ -135,7 +135,7 @@ def test_sphere_must_be_finite_and_positive():
             sp.BoundingSphere(center, radius)
 
 
-@pytest.mark.parametrize("source", ["chair", "team-chair"])
+@pytest.mark.parametrize("source", ["chair", team_param("team-chair", data="nerf_synthetic_chair")])
 def test_chair_estimate_keeps_cameras_out_and_centres_on_the_object(tmp_path, source):
     """From the cameras alone (a NeRF-synthetic transforms.json has no points): the bundled 60 views or all 100."""
     json_path = write_nerf_synthetic_chair(tmp_path) if source == "chair" else \
@@ -149,7 +149,7 @@ def test_chair_estimate_keeps_cameras_out_and_centres_on_the_object(tmp_path, so
     assert sp.sphere_from_poses_neuralangelo(*sp.camera_axes(rec)).radius == pytest.approx(4.0311, abs=1e-3)
 
 
-@pytest.mark.parametrize("name", ["chair", "fountain"])
+@pytest.mark.parametrize("name", ["chair", team_param("fountain", data="strecha_fountain_p11")])
 def test_real_model_estimate_holds_most_points(name):
     rec = colmap.read_model(real_colmap_model(name))
     for scene_type in ("object", "outdoor"):

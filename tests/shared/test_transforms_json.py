@@ -11,11 +11,11 @@ from carrara.shared.camera_convention import c2w_opengl_from_colmap, qvec_to_rot
 from carrara.shared.sphere import BoundingSphere
 from carrara.shared.transforms_json import TransformsError, read_transforms, write_transforms
 from colmap_models import synthetic_model
-from testkit import INSTANT_NGP_DISTORTION, real_colmap_model, shared_dataset, write_instant_ngp_chair, \
+from testkit import INSTANT_NGP_DISTORTION, real_colmap_model, shared_dataset, team_param, write_instant_ngp_chair, \
     write_nerf_synthetic_chair
 
 
-@pytest.fixture(params=["chair", "team-chair"])
+@pytest.fixture(params=["chair", team_param("team-chair", data="nerf_synthetic_chair")])
 def nerf_synthetic(request, tmp_path):
     """A NeRF-synthetic transforms_train.json and its frame count: the bundled chair's 60 views in that vocabulary,
     or the team's original with all 100."""
@@ -63,7 +63,7 @@ def test_the_chair_read_from_json_has_the_cameras_of_its_colmap_model(tmp_path):
         assert np.median(np.linalg.norm(uv - original.xys[seen], axis=1)) < 1.0, original.name  # 0.47 px mean
 
 
-@pytest.fixture(params=["chair", "team-fox"])
+@pytest.fixture(params=["chair", team_param("team-fox", data="instant_ngp_fox")])
 def instant_ngp_with_gaps(request, tmp_path):
     """An instant-ngp transforms.json whose frames name absent photos, with its photos' size and lens distortion:
     the bundled chair written that way (60 frames, 45 photos), or the team's fox (67 frames, 50 photos)."""
@@ -101,7 +101,8 @@ def neuralangelo_cameras(root):
 
 @pytest.mark.parametrize("name, sphere, median_px", [
     ("chair", BoundingSphere(np.array([0.1, -0.05, 0.2]), 1.4), 1.0),       # SIFT on 400x400 renders: 0.47 px mean
-    ("fountain", BoundingSphere(np.array([-16.5, -11.0, -1.0]), 6.0), 0.5),  # 1536x1024 photos: 0.25 px mean
+    team_param("fountain", BoundingSphere(np.array([-16.5, -11.0, -1.0]), 6.0), 0.5,  # 1536x1024: 0.25 px mean
+               data="strecha_fountain_p11"),
 ])
 def test_exported_model_reprojects_through_neuralangelos_loader(tmp_path, name, sphere, median_px):
     rec = colmap.read_model(real_colmap_model(name))
@@ -125,7 +126,7 @@ def test_exported_model_reprojects_through_neuralangelos_loader(tmp_path, name, 
         assert np.median(np.linalg.norm(uv - image.xys[seen], axis=1)) < median_px, image.name
 
 
-@pytest.mark.parametrize("name", ["chair", "fountain"])
+@pytest.mark.parametrize("name", ["chair", team_param("fountain", data="strecha_fountain_p11")])
 def test_round_trip_keeps_poses_intrinsics_and_bounds(tmp_path, name):
     rec = colmap.read_model(real_colmap_model(name))
     sphere = BoundingSphere(np.array([1.0, 2.0, 3.0]), 4.5)
