@@ -3,10 +3,14 @@ backend's ``prepare`` job makes the undistorted dataset that is then imported li
 
 Blender never waits: the operator sends the request and returns; the pump follows the stages (frames, features,
 matching, mapping, undistortion) in the run's progress and imports the result when the job finishes
-(``prepare_import``). ``capture_source``, ``prepare_config`` and ``start_prepare`` are plain functions tests call.
+(``prepare_import``). A backend on this computer reads the capture in place and writes the dataset beside it; one
+that cannot read it (another machine, or ``--uploads-only``) is sent the capture through the upload path, keeps
+the dataset in its job folder, and the pump fetches it into the dataset folder before importing it.
+``capture_source``, ``prepare_config`` and ``start_prepare`` are plain functions tests call.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +22,13 @@ from ..shared.protocol import ProtocolError
 from . import pump
 from .backend_process import is_local_address
 from .connection import NotConnectedError
+from .dataset_fetch import check_destination
 from .ops_reconstruct import _ensure_connected
 from .preferences import backend_settings
-from .props_runs import RunProperties
+from .props_runs import UPLOADING, RunProperties
 
 OUTPUT_SUFFIX = "_carrara"          # the dataset goes beside the capture: "garden/" -> "garden_carrara/"
+DATASETS_FOLDER = "carrara_datasets"   # a remote backend's dataset is fetched to //carrara_datasets/<name>
 
 
 def capture_source(picked: Path) -> Path:
@@ -32,33 +38,54 @@ def capture_source(picked: Path) -> Path:
     return picked
 
 
+def _capture_name(source: Path) -> str:
+    return source.stem if source.is_file() else source.name
+
+
 def dataset_folder(source: Path) -> Path:
-    """Where the prepared dataset goes: beside the capture, named after it."""
-    stem = source.stem if source.is_file() else source.name
-    return source.parent / f"{stem}{OUTPUT_SUFFIX}"
+    """Where a local backend writes the prepared dataset: beside the capture, named after it."""
+    return source.parent / f"{_capture_name(source)}{OUTPUT_SUFFIX}"
 
 
-def prepare_config(source: Path, output: Path, frames: int, max_side: int) -> dict[str, Any]:
-    """The validated ``prepare`` config (the backend would refuse a bad one: say why here and now)."""
-    config = {"dataset": {"path": str(source)}, "output_path": str(output), "frames": frames, "max_side": max_side}
+def remote_dataset_folder(source: Path) -> Path:
+    """Where a remote backend's dataset is fetched to: ``//carrara_datasets/<name>`` beside the .blend, or in the
+    home folder for a file never saved."""
+    base = Path(bpy.path.abspath("//")) if bpy.data.filepath else Path.home()
+    return base / DATASETS_FOLDER / _capture_name(source)
+
+
+def capture_files(source: Path) -> dict[str, Path]:
+    """The capture as an upload lists it: the video file, or the folder's photos, by name."""
+    if source.is_file():
+        return {source.name: source}
+    return {p.name: p for p in sorted(source.iterdir()) if p.is_file() and p.suffix.lower() in PREPARE_PHOTO_SUFFIXES}
+
+
+def prepare_config(source: Path, output: Path | None, frames: int, max_side: int) -> dict[str, Any]:
+    """The validated ``prepare`` config (the backend would refuse a bad one: say why here and now); without
+    ``output`` the dataset stays in the job's folder on the backend, to be fetched."""
+    config = {"dataset": {"path": str(source)}, "frames": frames, "max_side": max_side}
+    if output is not None:
+        config["output_path"] = str(output)
     config_from_json("prepare", config)
     return config
 
 
-def start_prepare(context: bpy.types.Context, picked: Path, frames: int, max_side: int) -> RunProperties:
-    """Submit the job for ``picked`` to the scene and remember where its dataset will be; raises ValueError (or
-    NotConnectedError) naming the problem."""
+def start_prepare(context: bpy.types.Context, picked: Path, frames: int, max_side: int,
+                  folder: Path | None = None) -> RunProperties:
+    """Start the job for ``picked`` and remember where its dataset lands on this disk (``folder``, else the
+    default for the backend's place); raises ValueError (or NotConnectedError) naming the problem."""
     source = capture_source(picked)
     if not source.exists():
         raise ValueError(f"{source} does not exist: pick a folder of photos or a video")
-    address = backend_settings(context).address
-    if not is_local_address(address):
-        raise ValueError(f"the backend at {address} is on another machine and cannot read {source}: run "
-                         "'carrara-backend prepare' there, then import its dataset")
-    output = dataset_folder(source)
-    config = prepare_config(source, output, frames, max_side)
+    remote = not is_local_address(backend_settings(context).address)
+    output = folder or (remote_dataset_folder(source) if remote else dataset_folder(source))
+    check_destination(output)
+    local_config = prepare_config(source, output, frames, max_side)
     _ensure_connected(context)
-    run = pump.submit_job(context.scene, "prepare", config)
+    run = pump.launch_job(context.scene, "prepare", local_config,
+                          dataset_files=functools.partial(capture_files, source), upload_first=remote,
+                          upload_config=prepare_config(source, None, frames, max_side))
     run.dataset_path = str(output)
     return run
 
@@ -81,6 +108,10 @@ class CARRARA_OT_new_from_capture(bpy.types.Operator):
                                               "spaced stretches")
     max_side: bpy.props.IntProperty(name="Longest side", default=PrepareConfig.max_side, min=160, max=8192,
                                     subtype="PIXEL", description="Larger photos and frames are scaled down to this")
+    dataset_folder: bpy.props.StringProperty(
+        name="Dataset folder", subtype="DIR_PATH", options={"SKIP_SAVE"},
+        description="Where the prepared dataset goes on this computer. Empty: beside the capture with a backend "
+                    "on this computer, //carrara_datasets/<name> beside the .blend with a remote one")
 
     def invoke(self, context, event):
         context.window_manager.fileselect_add(self)
@@ -88,15 +119,18 @@ class CARRARA_OT_new_from_capture(bpy.types.Operator):
 
     def execute(self, context):
         picked = Path(bpy.path.abspath(self.filepath or self.directory))   # a folder picked alone ends in "/"
+        folder = Path(bpy.path.abspath(self.dataset_folder)) if self.dataset_folder else None
         try:
-            run = start_prepare(context, picked, self.frames, self.max_side)
+            run = start_prepare(context, picked, self.frames, self.max_side, folder)
         except ProtocolError as exc:
             self.report({"ERROR"}, exc.message)
             return {"CANCELLED"}
         except (NotConnectedError, OSError, ValueError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Preparing {capture_source(picked).name}: the dataset goes to {run.dataset_path}")
+        sending = "sending it to the backend; " if run.state == UPLOADING else ""
+        self.report({"INFO"}, f"Preparing {capture_source(picked).name}: {sending}the dataset goes to "
+                              f"{run.dataset_path}")
         return {"FINISHED"}
 
 

@@ -50,6 +50,8 @@ class RunProperties(bpy.types.PropertyGroup):
     log_text: bpy.props.StringProperty(name="Log text", description="The text block holding the job's whole log")
     dataset_path: bpy.props.StringProperty(name="Dataset", description="A prepare run's dataset folder")
     dataset_imported: bpy.props.BoolProperty(name="Dataset imported", description="The prepared dataset was imported")
+    dataset_manifest: bpy.props.StringProperty(
+        name="Dataset manifest", description="A remote prepare job's list of dataset files to fetch (ArtifactRef JSON)")
 
 
 class BackendStatusProperties(bpy.types.PropertyGroup):

@@ -20,10 +20,12 @@ from typing import Any, Callable
 
 import bpy
 
+from ..shared.dataset_manifest import MANIFEST_KIND
 from ..shared.mesh_data import MeshData, MeshFileError
 from ..shared.protocol import ArtifactRef, ErrorCode, EventKind, JobState, Message, MessageType, ProtocolError
 from . import job_files, scene_mesh
-from .prepare_import import import_finished_prepares
+from .dataset_fetch import DatasetFetch
+from .prepare_import import awaits_dataset, import_finished_prepares, remember_dataset_manifest, step_dataset_fetches
 from .backend_process import LocalBackend, is_local_address, something_listens
 from .connection import Connection, ConnectionState, NotConnectedError, load_curve_keys
 from .panel_backend import progress_text
@@ -75,6 +77,7 @@ class _Runtime:
     launches: dict[str, "_Launch"] = field(default_factory=dict)                       # run name -> launch
     backlog: list[Message] = field(default_factory=list)      # received while the interface was locked
     files: job_files.JobFiles = field(default_factory=job_files.JobFiles)   # results and logs on their way
+    dataset_fetches: dict[str, DatasetFetch] = field(default_factory=dict)   # job -> a prepared dataset on its way
     dirty: bool = False
 
 
@@ -86,6 +89,7 @@ class _Launch:
     config: dict[str, Any]
     files: Callable[[], dict[str, Path]]      # lists the dataset's files (run off the main thread)
     upload: DatasetUpload | None = None
+    upload_config: dict[str, Any] | None = None   # the config to submit with the upload, when it differs
 
 
 _runtime = _Runtime()
@@ -127,12 +131,14 @@ def submit_job(scene: bpy.types.Scene, kind: str, config: dict[str, Any]) -> Run
 
 
 def launch_job(scene: bpy.types.Scene, kind: str, config: dict[str, Any], *,
-               dataset_files: Callable[[], dict[str, Path]], upload_first: bool = False) -> RunProperties:
+               dataset_files: Callable[[], dict[str, Path]], upload_first: bool = False,
+               upload_config: dict[str, Any] | None = None) -> RunProperties:
     """Start a job on ``scene``'s dataset: submitted with the dataset's folder, unless ``upload_first`` or the
     backend answers that it cannot see that folder; then the files listed by ``dataset_files`` are uploaded
-    (content-hashed, so only what the backend lacks travels) and the job is submitted naming the upload."""
+    (content-hashed, so only what the backend lacks travels) and the job is submitted naming the upload, with
+    ``upload_config`` instead of ``config`` when given (e.g. without a folder on the artist's disk to write)."""
     connection = _connection()
-    launch = _Launch(kind, dict(config), dataset_files)
+    launch = _Launch(kind, dict(config), dataset_files, upload_config=upload_config)
     run = _new_run(scene, kind)
     if upload_first:
         run.name = f"upload-{id(launch):x}"
@@ -172,7 +178,7 @@ def _step_launches(connection: Connection) -> None:
         if upload.state == TransferState.FAILED:
             run.state, run.error = JobState.FAILED, upload.error
         elif upload.state == TransferState.DONE:
-            launch.config["dataset"] = {"upload_id": upload.upload_id}
+            launch.config = {**(launch.upload_config or launch.config), "dataset": {"upload_id": upload.upload_id}}
             del _runtime.launches[key]
             run.name, run.state, run.phase = connection.submit(launch.kind, launch.config), SUBMITTING, ""
             _runtime.launches[run.name] = launch
@@ -280,6 +286,8 @@ def pump_tick(budget_s: float = TICK_BUDGET_S) -> float:
         _step_downloads(connection)
         if job_files.step(_runtime.files, connection, find_run):
             _runtime.dirty = True
+        if step_dataset_fetches(_runtime.dataset_fetches, connection):
+            _runtime.dirty = True
     _show_connection(status, connection)
     if _runtime.dirty:
         _runtime.dirty = False
@@ -305,7 +313,7 @@ def _quiet() -> bool:
     busy = {SUBMITTING, UPLOADING, *JobState.ACTIVE}
     return not any(run.state in busy for scene in bpy.data.scenes for run in scene.carrara.runs) and \
         not any(d.state == TransferState.RUNNING for d in _runtime.downloads.values()) and \
-        not _runtime.files.results and not _runtime.files.logs
+        not _runtime.files.results and not _runtime.files.logs and not _runtime.dataset_fetches
 
 
 def _timer() -> float:
@@ -366,7 +374,8 @@ def _followed_job_ids() -> list[str]:
     over = {JobState.FAILED, JobState.CANCELLED, MISSING}
     return sorted({run.job_id for scene in bpy.data.scenes for run in scene.carrara.runs
                    if run.job_id and run.state not in over and
-                   not (run.state == JobState.FINISHED and (run.final_artifact or run.kind != "reconstruct"))})
+                   not (run.state == JobState.FINISHED and (run.final_artifact or run.kind != "reconstruct") and
+                        not awaits_dataset(run))})
 
 
 def _status() -> BackendStatusProperties:
@@ -539,6 +548,9 @@ def _apply_artifact(run: RunProperties, job_id: str, kind: str, ref_json: Any) -
         return
     if kind in job_files.RESULT_KINDS:
         job_files.remember_result(run, ref)
+        return
+    if kind == MANIFEST_KIND:
+        remember_dataset_manifest(run, ref)
         return
     if kind not in MESH_EVENTS:
         run.report_artifact = ref.name

@@ -12,16 +12,19 @@ import shutil
 import signal
 from pathlib import Path
 
+from ...shared.dataset_manifest import MANIFEST_KIND
 from ...shared.jobs import DatasetRef, PrepareConfig
 from ...shared.protocol import ProtocolError
 from ..reporting import Reporter
 from ..server.kinds import JobFailed
 from .pipeline import LOG_NAME, REPORT_NAME, WORK_NAME, prepare
 from .progress import Cancelled
+from .publish import publish_dataset
 
 
 def run(config: PrepareConfig, job_dir: Path, reporter: Reporter, device: str) -> None:
-    """The server's job: SfM on ``config.dataset`` into ``config.output_path`` or ``job_dir/dataset``."""
+    """The server's job: SfM on ``config.dataset`` into ``config.output_path`` or ``job_dir/dataset``; a dataset
+    in the job's folder is published for a client to fetch (its manifest is the ``dataset`` artifact)."""
     out = Path(config.output_path) if config.output_path else job_dir / "dataset"
     try:
         result = prepare(Path(config.dataset.path), out, job_dir / "sfm", config, reporter)
@@ -33,6 +36,8 @@ def run(config: PrepareConfig, job_dir: Path, reporter: Reporter, device: str) -
     report.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(result.dataset) / REPORT_NAME, report)
     reporter.artifact(report, "report")
+    if not config.output_path:
+        reporter.artifact(publish_dataset(out, report.parent), MANIFEST_KIND)
 
 
 def prepare_from_cli(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@ Two passes over the file (decoding is cheap next to SfM, and nothing but one num
 first scores every frame's sharpness, the second writes the chosen ones. Choosing splits the video into as many
 equal stretches as frames are wanted and takes the sharpest frame of each, so the picks are spread over the
 whole capture (what sequential matching needs) and a motion-blurred frame loses to its sharp neighbours; a pick
-much blurrier than the picks around it is dropped (a gap matches better than a smeared frame).
+much blurrier than the picks around it is dropped (a gap matches better than a smeared frame). A phone's portrait
+video stores landscape pixels and a display rotation; the written frames are turned upright as players show them.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Iterator
 
 import av
 import numpy as np
+from PIL import Image
 
 from ...shared.jobs import PREPARE_VIDEO_SUFFIXES
 from ..reporting import Reporter
@@ -45,6 +47,15 @@ def sharpness(gray: np.ndarray) -> float:
     g = gray.astype(np.float32)
     lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
     return float(lap.var())
+
+
+def upright(image: Image.Image, rotation_deg: float) -> Image.Image:
+    """The frame as a player shows it. ``rotation_deg`` is the stream's display rotation as PyAV gives it
+    (``VideoFrame.rotation``: counter-clockwise degrees, from FFmpeg's display matrix), which decoders leave to the
+    player; phones write multiples of 90. Flips in the matrix are not applied (phones do not write them)."""
+    quarter = round(rotation_deg / 90) % 4
+    turns = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+    return image if quarter == 0 else image.transpose(turns[quarter])
 
 
 def choose_frames(scores: np.ndarray, count: int) -> tuple[list[int], int]:
@@ -88,7 +99,7 @@ def extract_frames(video: Path, images_dir: Path, *, count: int, rate: float | N
     for index, frame in _frames(video):
         check_cancel(reporter)
         if index in wanted:
-            image = frame.to_image()
+            image = upright(frame.to_image(), frame.rotation)
             scale = min(1.0, max_side / max(image.size))
             if scale < 1.0:
                 image = image.resize((round(image.width * scale), round(image.height * scale)))

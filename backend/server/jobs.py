@@ -129,10 +129,22 @@ class JobManager:
                 raise ProtocolError(ErrorCode.NEEDS_UPLOAD, f"config field 'dataset.path' {dataset.path!r} lies "
                                                             "outside the folders this backend may read "
                                                             "(its --allow-root list); upload it")
+        self._check_output(getattr(config, "output_path", None))
         source = getattr(config, "source_job_id", None)
         if source is not None and self.record(source, owner).kind != "reconstruct":
             raise ProtocolError(ErrorCode.BAD_FIELD, f"config field 'source_job_id': job {source!r} is not a "
                                                      "reconstruction")
+
+    def _check_output(self, output_path: str | None) -> None:
+        """A job may write where its config says only on a backend whose clients may name its folders."""
+        if output_path is None:
+            return
+        resolved = Path(output_path).resolve()
+        if not self.local_paths or (self.allowed_roots is not None and
+                                    not any(resolved.is_relative_to(r) for r in self.allowed_roots)):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"config field 'output_path' {output_path!r}: this backend does "
+                                                     "not let clients write its folders (--uploads-only or outside "
+                                                     "--allow-root); leave it out and fetch the result from the job")
 
     def record(self, job_id: str | None, owner: str | None = None) -> JobRecord:
         """The job ``owner`` may see (None: any job); another client's job is as unknown as a missing one."""

@@ -64,11 +64,7 @@ def test_new_from_photos_runs_the_job_shows_its_stages_and_imports_the_result(ba
     assert not [t for t in texts.texts("progress") if t]              # nothing left preparing
 
 
-def test_a_backend_on_another_machine_or_a_missing_capture_is_refused_before_anything_is_sent(
-        backend_preferences, tmp_path):
-    backend_preferences.backend_address = "tcp://10.20.30.40:5555"
-    with pytest.raises(ValueError, match="on another machine and cannot read"):
-        ops_prepare.start_prepare(bpy.context, chair_photos(tmp_path / "p", 3), 100, 800)
+def test_a_missing_capture_is_refused_before_anything_is_sent(backend_preferences, tmp_path):
     with pytest.raises(ValueError, match="nowhere.mp4 does not exist"):
         ops_prepare.start_prepare(bpy.context, tmp_path / "nowhere.mp4", 100, 800)
     assert len(bpy.context.scene.carrara.runs) == 0

@@ -10,6 +10,8 @@ import pytest
 
 from carrara.addon.connection import Connection, RemoteError
 from carrara.shared import protocol as p
+from carrara.shared.checksum import file_sha256
+from carrara.shared.dataset_manifest import read_manifest
 from sfm_inputs import chair_photos
 from testkit import ServerThread
 
@@ -103,6 +105,10 @@ def test_a_video_uploaded_to_a_backend_that_cannot_see_it_is_prepared_from_the_u
             upload.step(connection)
             connection.poll(0.01)
         assert upload.state == TransferState.DONE, upload.error
+        with pytest.raises(RemoteError) as refused:         # a client may not name where this backend writes
+            connection.call(p.MessageType.SUBMIT, {"kind": "prepare", "config": {
+                "dataset": {"upload_id": upload.upload_id}, "output_path": str(tmp_path / "elsewhere")}})
+        assert refused.value.code == p.ErrorCode.BAD_FIELD and "output_path" in str(refused.value)
         job_id = connection.call(p.MessageType.SUBMIT, {"kind": "prepare", "config": {
             "dataset": {"upload_id": upload.upload_id}, "frames": 10, "max_features": 1024}}).job_id
         events = _events_until(connection, job_id, _over)
@@ -110,4 +116,11 @@ def test_a_video_uploaded_to_a_backend_that_cannot_see_it_is_prepared_from_the_u
         assert any("walk.mp4: 60 frames" in e.get("line", "") for e in events)
         report = json.loads((server.server.workspace.job_dir(job_id) / "artifacts" / "prepare_report.json").read_text())
         assert report["source"] == "video" and report["images"] == 10 and report["registered"] >= 3
+        job_dir = server.server.workspace.job_dir(job_id)      # the dataset, published for the client to fetch
+        manifest = read_manifest(job_dir / "artifacts" / "dataset_manifest.json")
+        assert {e.path: e.sha256 for e in manifest} == {
+            f.relative_to(job_dir / "dataset").as_posix(): file_sha256(f)
+            for f in (job_dir / "dataset").rglob("*") if f.is_file()}
+        assert all((job_dir / "artifacts" / "dataset" / e.path).is_file() for e in manifest)
+        assert not (tmp_path / "elsewhere").exists()
         connection.close()
