@@ -10,10 +10,11 @@ from pathlib import Path
 import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
+from ..shared.dataset_source import read_dataset
 from ..shared.transforms_json import write_transforms
 from . import scene_cameras, scene_sphere
 from .props_reconstruction import SCENE_TYPE_ITEMS
-from .scene_reconstruction import ImportOptions, import_reconstruction, load_input
+from .scene_reconstruction import ImportOptions, import_reconstruction
 
 
 class CARRARA_OT_import_colmap(bpy.types.Operator, ImportHelper):
@@ -47,7 +48,7 @@ class CARRARA_OT_import_colmap(bpy.types.Operator, ImportHelper):
     def execute(self, context):
         path = Path(bpy.path.abspath(self.filepath))
         try:
-            loaded = load_input(path)
+            loaded = read_dataset(path)
         except (ValueError, OSError) as error:  # the message starts with the file at fault
             self.report({"ERROR"}, f"Carrara import failed: {error}")
             return {"CANCELLED"}
@@ -92,7 +93,7 @@ class CARRARA_OT_export_transforms(bpy.types.Operator, ExportHelper):
         props = scene.carrara.reconstruction
         try:
             # Re-read the source: the exported poses are COLMAP's float64 values, not Blender's float32 copies.
-            rec = load_input(props.model_path).rec
+            rec = read_dataset(props.model_path).rec
             aabb = scene_sphere.crop_box_from_props(scene) if props.crop_enabled else None
             warnings = write_transforms(Path(bpy.path.abspath(self.filepath)), rec,
                                         scene_sphere.sphere_from_props(scene), aabb)

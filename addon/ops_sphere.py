@@ -4,10 +4,10 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from ..shared.dataset_source import read_dataset
 from ..shared.sphere import estimate_sphere, fit_sphere_to_points, fit_sphere_to_views
 from . import scene_sphere
 from .scene_points import point_positions, selected_point_positions
-from .scene_reconstruction import load_input
 
 
 class _NeedsReconstruction:
@@ -70,7 +70,7 @@ class CARRARA_OT_sphere_estimate(_NeedsReconstruction, bpy.types.Operator):
     def execute(self, context):
         props = context.scene.carrara.reconstruction
         try:
-            rec = load_input(props.model_path).rec
+            rec = read_dataset(props.model_path).rec
         except (ValueError, OSError) as error:
             self.report({"ERROR"}, f"Cannot re-read the model: {error}")
             return {"CANCELLED"}

@@ -1,4 +1,5 @@
-"""One import, all or nothing: read the input once, build the collection under one root Empty, record it.
+"""One import, all or nothing: read the input once (``shared/dataset_source``), build the collection under one root
+Empty, record it, and say what training will think of it (the same verdict the dataset check gives).
 
 The root Empty carries COLMAP -> Blender (identity, or the Z-up alignment); everything else keeps the input's
 coordinates as its local ones, so meshes from the backend (input coordinates too) land in place when parented to
@@ -7,19 +8,17 @@ the scene properties are left as they were.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ..shared import colmap
 from ..shared.camera_convention import up_direction_from_cameras, z_up_matrix
 from ..shared.camera_models import is_pinhole_equivalent
+from ..shared.dataset_source import DatasetSource, dataset_problems
 from ..shared.reconstruction import Reconstruction
 from ..shared.sphere import BoundingSphere, camera_axes, estimate_sphere, half_fov_rad
-from ..shared.transforms_json import find_transforms_file, read_transforms
 from . import scene_cameras, scene_sphere
 from .scene_created import CreatedData
 from .scene_points import build_point_cloud
@@ -36,41 +35,9 @@ class ImportOptions:
     point_radius: float = 0.0                      # 0: a fraction of the sphere's radius
 
 
-@dataclass
-class LoadedInput:
-    """A reconstruction read from disk, and where from."""
-
-    rec: Reconstruction
-    source_format: str                             # "COLMAP" or "TRANSFORMS"
-    model_path: Path
-    sphere: BoundingSphere | None = None           # a transforms.json may bring its own
-    notes: list[str] = field(default_factory=list)
-
-
-def load_input(path: str | Path) -> LoadedInput:
-    """Read a COLMAP model (any layout) or a transforms.json; ValueError/OSError name the file and problem."""
-    path = Path(path).expanduser()
-    if path.suffix.lower() == ".json" or (path.is_dir() and _only_transforms(path)):
-        rec, extras = read_transforms(path)
-        return LoadedInput(rec, "TRANSFORMS", extras.path, extras.sphere, list(extras.warnings))
-    rec = colmap.read_model(path)
-    return LoadedInput(rec, "COLMAP", rec.model_dir)
-
-
-def _only_transforms(folder: Path) -> bool:
-    try:
-        colmap.find_model_dir(folder)
-        return False
-    except colmap.ColmapError:
-        try:
-            find_transforms_file(folder)
-            return True
-        except ValueError:
-            return False
-
-
-def import_reconstruction(scene: bpy.types.Scene, loaded: LoadedInput, options: ImportOptions) -> list[str]:
-    """Build the import into ``scene`` and record it in ``scene.carrara.reconstruction``; returns notes."""
+def import_reconstruction(scene: bpy.types.Scene, loaded: DatasetSource, options: ImportOptions) -> list[str]:
+    """Build the import into ``scene`` and record it in ``scene.carrara.reconstruction``; returns notes: the
+    dataset's problems (photos are not opened here: that is the backend's check) and the cameras' notes."""
     rec = loaded.rec
     sphere = loaded.sphere or estimate_sphere(rec, options.scene_type)
     name = _display_name(loaded)
@@ -97,7 +64,7 @@ def import_reconstruction(scene: bpy.types.Scene, loaded: LoadedInput, options: 
     if scene.camera is None and cameras:
         scene.camera = cameras[0]
         scene_cameras.apply_camera_render_settings(scene, cameras[0])
-    return loaded.notes + notes + _distortion_notes(rec)
+    return [str(problem) for problem in dataset_problems(loaded)] + notes
 
 
 def _build_root(name: str, rec: Reconstruction, sphere: BoundingSphere, z_up: bool,
@@ -117,7 +84,7 @@ def _build_root(name: str, rec: Reconstruction, sphere: BoundingSphere, z_up: bo
     return root
 
 
-def _record(scene, loaded: LoadedInput, options: ImportOptions, root, collection, points, sphere_obj,
+def _record(scene, loaded: DatasetSource, options: ImportOptions, root, collection, points, sphere_obj,
             sphere: BoundingSphere) -> None:
     rec = loaded.rec
     scene_sphere.set_together(
@@ -129,7 +96,7 @@ def _record(scene, loaded: LoadedInput, options: ImportOptions, root, collection
         crop_box_object_name="",
         crop_enabled=False,
         model_path=str(loaded.model_path),
-        source_format=loaded.source_format,
+        source_format=loaded.format,
         images_dir=str(rec.images_dir) if rec.images_dir is not None else "",
         image_count=len(rec.images),
         point_count=len(rec.points),
@@ -143,18 +110,9 @@ def _record(scene, loaded: LoadedInput, options: ImportOptions, root, collection
     scene_sphere.refresh_warnings(scene)
 
 
-def _display_name(loaded: LoadedInput) -> str:
+def _display_name(loaded: DatasetSource) -> str:
     """A readable name: the workspace folder, not "0" or "sparse"."""
     folder = loaded.model_path.parent if loaded.model_path.is_file() else loaded.model_path
     while folder.name.isdigit() or folder.name == "sparse":
         folder = folder.parent
     return folder.name or "reconstruction"
-
-
-def _distortion_notes(rec: Reconstruction) -> list[str]:
-    distorted = sorted({c.model for c in rec.cameras.values() if not is_pinhole_equivalent(c.model, c.params)})
-    if not distorted:
-        return []
-    return [f"The cameras are not ideal pinholes ({', '.join(distorted)}: lens distortion or fisheye): Blender "
-            f"shows their pinhole core and keeps the parameters on each camera. Undistort the photos (COLMAP "
-            f"image_undistorter) before training."]

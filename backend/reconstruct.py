@@ -96,26 +96,30 @@ class _Session:
     psnr_validation: float | None = None
 
 
-def run_reconstruction(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device: str) -> None:
+def run_reconstruction(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device: str,
+                       dataset: PosedDataset | None = None) -> None:
     """Train and deliver meshes for ``config`` in ``run_dir``; raises JobFailed for problems the user can fix.
 
     ``device`` is what the caller probed ('cuda', 'cpu', or 'auto'); ``config.device`` overrides it unless 'auto'.
+    ``dataset``: the config's dataset when the caller has loaded it already (the CLI, to read it once).
     """
     try:
-        _run(config, Path(run_dir), reporter, device)
+        _run(config, Path(run_dir), reporter, device, dataset)
     except (DatasetError, MemoryPlanError, CheckpointError, TrainingDiverged, EncodingUnavailable) as exc:
         raise JobFailed(str(exc)) from exc
 
 
-def _run(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device_name: str) -> None:
+def _run(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device_name: str,
+         dataset: PosedDataset | None) -> None:
     dist = Distributed.from_env()
     run_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(dist.device(resolve_device(config.device if config.device != "auto" else device_name)))
     checkpoints = run_dir / "checkpoints"
     resumed = load_latest(checkpoints)
     sphere = BoundingSphere(config.sphere_center, config.sphere_radius)
-    dataset = load_dataset(Path(config.dataset.path), sphere=sphere, scene_type=config.scene_type,
-                           downscale=config.downscale)
+    if dataset is None:
+        dataset = load_dataset(Path(config.dataset.path), sphere=sphere, scene_type=config.scene_type,
+                               downscale=config.downscale)
     say = reporter.log if dist.is_main else (lambda line, level="info": None)
     for warning in dataset.warnings:
         say(warning, "warning")

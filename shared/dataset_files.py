@@ -2,14 +2,14 @@
 
 A COLMAP dataset travels as a workspace (``sparse/0/<model files>`` + ``images/<name>``) whatever its local
 layout; a transforms.json travels with its photos at their paths relative to the json, so the file stays valid.
-The model is read to learn its photos' names, so the copy holds exactly the photos the model uses.
+The dataset is read and its photos judged by ``dataset_source``, so the copy holds exactly the photos the model uses.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 
-from .colmap import find_model_dir, read_model
-from .transforms_json import find_transforms_file, read_transforms
+from .dataset_source import ERROR, TRANSFORMS, DatasetSource, photo_problems, read_dataset
 
 _MODEL_STEMS = ("cameras", "images", "points3D", "rigs", "frames")
 
@@ -19,59 +19,32 @@ class DatasetFilesError(ValueError):
 
 
 def dataset_files(path: str | Path) -> dict[str, Path]:
-    """Map each path inside the copied dataset to the local file (raises DatasetFilesError, ColmapError or
-    TransformsError naming the file at fault)."""
-    path = Path(path)
-    if path.suffix.lower() == ".json" or (path.is_dir() and not _has_colmap_model(path) and _has_transforms(path)):
-        return _transforms_files(find_transforms_file(path))
-    return _colmap_files(path)
-
-
-def _has_colmap_model(path: Path) -> bool:
-    try:
-        find_model_dir(path)
-    except ValueError:
-        return False
-    return True
-
-
-def _has_transforms(path: Path) -> bool:
-    try:
-        find_transforms_file(path)
-    except ValueError:
-        return False
-    return True
-
-
-def _colmap_files(path: Path) -> dict[str, Path]:
-    rec = read_model(path)
-    model_dir, ext = find_model_dir(path)
-    files = {f"sparse/0/{stem}{ext}": model_dir / f"{stem}{ext}" for stem in _MODEL_STEMS
-             if (model_dir / f"{stem}{ext}").is_file()}
-    if rec.images_dir is None:
-        raise DatasetFilesError(f"{model_dir}: the photos were not found (looked for an images/ folder beside the "
-                                "model and up to three folders above); put them in <workspace>/images")
-    for image in rec.images.values():
-        photo = rec.images_dir / image.name
-        if not photo.is_file():
-            raise DatasetFilesError(f"{photo}: photo of image {image.image_id} is missing; restore it or remove "
-                                    "the image from the model")
-        files[f"images/{_relative(image.name, photo)}"] = photo
+    """Map each path inside the copied dataset to the local file (raises DatasetFilesError or DatasetSourceError
+    naming the file at fault)."""
+    source = read_dataset(path)
+    if source.images_dir is None:
+        raise DatasetFilesError(f"{source.model_path}: the photos were not found (looked for an images/ folder "
+                                "beside the model and up to three folders above); put them in <workspace>/images")
+    if source.format == TRANSFORMS:
+        files = {source.model_path.name: source.model_path}
+        prefix = ""
+    else:
+        ext = source.names_file.suffix
+        files = {f"sparse/0/{stem}{ext}": source.model_path / f"{stem}{ext}" for stem in _MODEL_STEMS
+                 if (source.model_path / f"{stem}{ext}").is_file()}
+        prefix = "images/"
+    for image in source.photos():
+        errors = [problem for problem in photo_problems(source, image) if problem.severity == ERROR]
+        if errors:
+            raise DatasetFilesError(str(errors[0]))
+        files[prefix + _relative(source, image.name)] = source.photo_path(image)
     return files
 
 
-def _transforms_files(json_path: Path) -> dict[str, Path]:
-    rec, _extras = read_transforms(json_path)
-    files = {json_path.name: json_path}
-    for image in rec.images.values():
-        files[_relative(image.name, json_path.parent / image.name)] = json_path.parent / image.name
-    return files
-
-
-def _relative(name: str, where: Path) -> str:
+def _relative(source: DatasetSource, name: str) -> str:
     """``name`` as a '/'-separated path that stays inside its folder (what a backend accepts)."""
-    relative = PurePosixPath(name.replace("\\", "/"))
+    relative = PurePosixPath(os.path.normpath(name).replace("\\", "/"))
     if relative.is_absolute() or ".." in relative.parts:
-        raise DatasetFilesError(f"{where}: this photo lies outside the dataset's folder ({name!r}); move the photos "
-                                "under the dataset folder to upload them")
+        raise DatasetFilesError(f"{source.names_file}: the photo {name!r} is named through a path leading out of "
+                                f"{source.images_dir}; name it relative to that folder to upload it")
     return relative.as_posix()

@@ -87,7 +87,7 @@ class TerminalReporter:
 
 
 def train_from_cli(args: argparse.Namespace) -> int:
-    from ..data.dataset import DatasetError, dataset_sphere
+    from ..data.dataset import DatasetError, load_dataset
 
     run_dir: Path = args.out
     if list_checkpoints(run_dir / "checkpoints") and not args.resume:
@@ -96,19 +96,20 @@ def train_from_cli(args: argparse.Namespace) -> int:
         return 2
     try:
         preset = get_preset(args.preset)
-        sphere = dataset_sphere(args.dataset, args.scene_type)
+        dataset = load_dataset(args.dataset, scene_type=args.scene_type)     # read and judged once, here
     except (ValueError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = ReconstructConfig(dataset=DatasetRef(path=str(args.dataset)), sphere_center=sphere.center.tolist(),
+    sphere = dataset.normalization
+    config = ReconstructConfig(dataset=DatasetRef(path=str(args.dataset)), sphere_center=list(sphere.center),
                                sphere_radius=sphere.radius, scene_type=args.scene_type, preset=args.preset,
                                iterations=args.iters, device=args.device, encoding=args.encoding, preview_every_s=0.0,
                                mesh_resolution=preset.cli_mesh_resolution, texture_size=preset.cli_texture_size)
     config.validate()
     reporter = TerminalReporter(run_dir / "log.txt")
     if Distributed.from_env().is_main:          # under torchrun every rank runs this; one says it
-        reporter.log(f"bounding sphere: centre {[round(v, 6) for v in sphere.center.tolist()]}, "
+        reporter.log(f"bounding sphere: centre {[round(v, 6) for v in sphere.center]}, "
                      f"radius {sphere.radius:.6g}")
 
     def on_interrupt(signum, frame) -> None:
@@ -118,7 +119,7 @@ def train_from_cli(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        run_reconstruction(config, run_dir, reporter, args.device)
+        run_reconstruction(config, run_dir, reporter, args.device, dataset=dataset)
     except JobFailed as exc:
         reporter.log(str(exc), "error")
         return 1

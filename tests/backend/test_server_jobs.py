@@ -246,14 +246,12 @@ def test_a_job_that_keeps_killing_the_server_is_not_retried_by_itself(tmp_path):
 
 @pytest.mark.parametrize("name, path, photos, warnings", [("chair-with-gaps", "", 45, 17),
                                                           ("chair", "", 60, 1),
-                                                          team_param("instant_ngp_fox", "transforms.json", 50, 20,
-                                                                     data="instant_ngp_fox"),
                                                           team_param("nerf_synthetic_chair", "", 100, 1,
                                                                      data="nerf_synthetic_chair")])
 def test_check_dataset_reads_transforms_json(tmp_path, name, path, photos, warnings):
-    """The fox lists 17 frames whose photo is absent (each named, plus the reader's summary), has lens distortion
-    and no points; the chair only lacks points; written with absent photos as the fox lists them, it lists 15. The
-    bundled chair in every clone, the team's data on top."""
+    """The chair only lacks points (the fox's lens distortion is refused: tests/backend/test_dataset_verdict.py);
+    written with absent photos, as instant-ngp's fox lists them, it lists 15 frames whose photo is absent (each
+    named, plus the reader's summary). The bundled chair in every clone, the team's original on top."""
     if name == "chair-with-gaps":
         dataset = write_instant_ngp_chair(tmp_path / name, distortion={}).parent
     elif name == "chair":
