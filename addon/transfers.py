@@ -217,7 +217,7 @@ class DatasetUpload:
     def _check(self, reply: p.Message) -> bool:
         if reply.type == p.MessageType.ERROR:
             self.state = TransferState.FAILED
-            self.error = f"uploading {self.root}: {reply.body.get('message')}"
+            self.error = f"uploading {len(self.files)} file(s): {reply.body.get('message')}"
             return False
         return True
 
