@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..shared.dataset_manifest import MANIFEST_NAME, ManifestEntry, ManifestError, dataset_file_ref, read_manifest
+from ..shared.dataset_manifest import (MANIFEST_NAME, REPORT_NAME, ManifestEntry, ManifestError, dataset_file_ref,
+                                       read_manifest)
 from ..shared.protocol import ArtifactRef
 from .connection import Connection
 from .transfers import ArtifactDownload, TransferState
@@ -18,10 +19,11 @@ PARALLEL_FILES = 4       # files in flight at once (each keeps its own small win
 
 
 def check_destination(folder: Path) -> None:
-    """The dataset goes into a new or empty folder, or over one fetched before: never over someone's other files."""
+    """The dataset goes into a new or empty folder, or over one prepared or fetched before: never over someone's
+    other files."""
     if folder.is_file():
         raise ValueError(f"{folder} is a file: choose a folder for the prepared dataset")
-    if folder.is_dir() and not (folder / MANIFEST_NAME).is_file() and \
+    if folder.is_dir() and not (folder / MANIFEST_NAME).is_file() and not (folder / REPORT_NAME).is_file() and \
             any(p.name != MANIFEST_NAME + ".partial" for p in folder.iterdir()):
         raise ValueError(f"{folder} already holds files that are not a prepared dataset: choose an empty or new "
                          "folder for it")

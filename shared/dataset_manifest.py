@@ -18,6 +18,7 @@ from .protocol import ArtifactRef
 
 MANIFEST_KIND = "dataset"                 # the artifact kind of the manifest
 MANIFEST_NAME = "dataset_manifest.json"
+REPORT_NAME = "prepare_report.json"   # beside every prepared dataset: what the run did
 ARTIFACT_FOLDER = "dataset"               # the dataset's files, under the job's artifacts/
 DATASET_FILE_KIND = "dataset_file"
 MAX_FILES = 100_000

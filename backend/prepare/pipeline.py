@@ -16,12 +16,12 @@ from typing import Any, Iterator
 
 import pycolmap
 
+from ...shared.dataset_manifest import REPORT_NAME
 from ...shared.jobs import PREPARE_VIDEO_SUFFIXES, PrepareConfig
 from ..reporting import Reporter
 from . import features, mapping, matching, pairs, photos, undistortion, video
 from .progress import failed
 
-REPORT_NAME = "prepare_report.json"
 WORK_NAME = ".sfm"                 # the CLI's default work folder, inside the output
 LOG_NAME = "prepare_log.txt"
 

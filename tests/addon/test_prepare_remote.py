@@ -121,6 +121,8 @@ def test_a_remote_backend_gets_the_capture_uploaded_and_the_dataset_a_folder_bes
     (occupied / "thesis.docx").write_text("someone's work")
     with pytest.raises(ValueError, match="already holds files that are not a prepared dataset"):
         ops_prepare.start_prepare(bpy.context, photos, 100, 800, occupied)
+    (occupied / "prepare_report.json").write_text("{}")        # a dataset prepared before is replaced
+    assert ops_prepare.start_prepare(bpy.context, photos, 100, 800, occupied).dataset_path == str(occupied)
     with pytest.raises(ValueError, match="nowhere.mp4 does not exist"):
         ops_prepare.start_prepare(bpy.context, tmp_path / "nowhere.mp4", 100, 800)
-    assert len(_runs()) == 1
+    assert len(_runs()) == 2
