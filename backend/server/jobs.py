@@ -137,11 +137,13 @@ class JobManager:
 
     def _check_output(self, output_path: str | None) -> None:
         """A job may write where its config says only on a backend whose clients may name its folders."""
-        if output_path is None:
+        if output_path is None or (self.local_paths and self.allowed_roots is None):
             return
-        resolved = Path(output_path).resolve()
-        if not self.local_paths or (self.allowed_roots is not None and
-                                    not any(resolved.is_relative_to(r) for r in self.allowed_roots)):
+        try:
+            resolved: Path | None = Path(output_path).resolve()
+        except (OSError, ValueError):       # e.g. a NUL character: no folder of ours
+            resolved = None
+        if not self.local_paths or resolved is None or not any(resolved.is_relative_to(r) for r in self.allowed_roots):
             raise ProtocolError(ErrorCode.BAD_FIELD, f"config field 'output_path' {output_path!r}: this backend does "
                                                      "not let clients write its folders (--uploads-only or outside "
                                                      "--allow-root); leave it out and fetch the result from the job")
