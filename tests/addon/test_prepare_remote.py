@@ -97,8 +97,8 @@ def test_a_video_is_prepared_on_an_uploads_only_backend_fetched_imported_and_rec
                             "mesh_resolution": 32, "texture_size": 64, "decimate_faces": 0}.items():
             setattr(settings, name, value)
         assert bpy.ops.carrara.reconstruct() == {"FINISHED"}
-        _wait(lambda: _runs()[-1].job_id != "" and _runs()[-1].state in ("running", "finished", "failed"), 60,
-              "the photos' upload and the reconstruction to start")
+        _wait(lambda: _runs()[-1].job_id != "" and (_runs()[-1].iteration > 0 or _runs()[-1].state == "failed"), 60,
+              "the photos' upload and the first training steps on them")
         assert _runs()[-1].kind == "reconstruct" and _runs()[-1].error == "" and _runs()[-1].state != "failed"
         job = json.loads((workspace / "jobs" / _runs()[-1].job_id / "job.json").read_text())
         assert job["config"]["dataset"]["upload_id"] and job["config"]["dataset"].get("path") is None
