@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                             "and there is a GPU, else triton on CUDA, else torch); with --resume, auto keeps the "
                             "run's own")
     train.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    train.add_argument("--gpus", type=int, default=1,
+                       help="GPUs of this host to train on, one torchrun process each (rays split, gradients "
+                            "averaged); with --device cpu, that many CPU processes over gloo, for testing")
 
     extract = verb("extract", "extract a coloured mesh from a run's checkpoint")
     extract.add_argument("run", type=Path, help="run folder written by 'train'")
@@ -115,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
     if args.verb == "train":
-        from .train.run import train_from_cli
-        return train_from_cli(args)
+        from .train.launch import train_on_gpus
+        return train_on_gpus(args, sys.argv[1:] if argv is None else list(argv))
     if args.verb == "extract":
         from .train.run import extract_from_cli
         return extract_from_cli(args)

@@ -1,19 +1,27 @@
 """Data parallelism over rays with torchrun: every GPU draws its own rays, gradients are averaged.
 
-Run as ``torchrun --nproc_per_node N -m carrara.backend train ...``; with WORLD_SIZE unset (or 1) nothing here does
-anything. Gradients are all-reduced by hand after ``backward`` instead of wrapping the model in DDP, because the
+Started by ``carrara-backend train --gpus N`` (``backend/train/launch.py`` re-executes the CLI under torchrun) or by
+hand as ``torchrun --nproc_per_node N -m carrara.backend train ...``; with WORLD_SIZE unset (or 1) nothing here does
+anything. Each rank draws its share of the preset's rays per step (``share``), so N ranks take the steps of one GPU
+with the same number of rays, and the run is the same length whatever N is. Gradients are all-reduced by hand after ``backward`` instead of wrapping the model in DDP, because the
 renderer calls the fields several times per step (up-sampling scans, taps, colour, background) and DDP expects one
 forward per step. Only rank 0 writes checkpoints, previews and progress. The tests run this path on the CPU with
 two gloo processes (``tests/backend/test_training_distributed.py``); WORLD_SIZE=1 runs the same code as a single
-process.
+process. A checkpoint holds rank 0's state only; on resume every other rank derives its random streams from it
+(``split_generators``), so a run resumes on any number of ranks.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+
+#: "gloo" or "nccl"; the launcher sets it to gloo for CPU ranks on a machine that also has GPUs.
+BACKEND_ENV = "CARRARA_DIST_BACKEND"
 
 
 @dataclass(frozen=True)
@@ -38,8 +46,24 @@ class Distributed:
             return cls()
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            backend = os.environ.get(BACKEND_ENV) or ("nccl" if torch.cuda.is_available() else "gloo")
+            if backend == "nccl":
+                torch.cuda.set_device(local)       # NCCL's own buffers go to this rank's GPU, not GPU 0
+            dist.init_process_group(backend)
         return cls(rank, world, local)
+
+    def share(self, total: int) -> int:
+        """This rank's part of ``total`` (rays per step): the parts of all ranks add up to ``total``."""
+        return total // self.world_size + (1 if self.rank < total % self.world_size else 0)
+
+    def split_generators(self, *generators: torch.Generator) -> None:
+        """After loading rank 0's random state from a checkpoint, give every other rank a stream of its own, so
+        the ranks draw different rays on resume whatever number of ranks wrote the checkpoint."""
+        if self.rank == 0:
+            return
+        for generator in generators:
+            digest = hashlib.sha256(generator.get_state().cpu().numpy().tobytes() + self.rank.to_bytes(4, "little"))
+            generator.manual_seed(int.from_bytes(digest.digest()[:8], "little") >> 1)
 
     def device(self, requested: str) -> str:
         """Each process takes the GPU of its local rank."""
@@ -53,10 +77,19 @@ class Distributed:
     def average_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
         if not self.enabled:
             return
+        # One flat all-reduce rather than one per tensor; a gradient one rank lacks (a parameter its rays never
+        # reached) counts as zeros there, so every rank reduces the same tensors in the same order.
         for p in parameters:
-            if p.grad is not None:
-                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                p.grad.div_(self.world_size)
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in parameters]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat.div_(self.world_size)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     def agree(self, flag: bool, device: torch.device) -> bool:
         """Rank 0's decision (stop, roll back) for every rank, so they never drift apart."""
@@ -65,3 +98,8 @@ class Distributed:
         value = torch.tensor([1.0 if flag else 0.0], device=device)
         dist.broadcast(value, src=0)
         return bool(value.item() > 0.5)
+
+    def close(self) -> None:
+        """Leave the process group once this rank is done (torchrun warns about groups left open)."""
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()

@@ -140,7 +140,8 @@ class Trainer:
             with step_range("occupancy_update"):
                 self.occupancy.update(self.model.sdf_fn(), float(self.model.inv_s().detach()))
         with step_range("ray_batch"):
-            batch = self.images.sample(s.rays_per_iter, self.pixel_generator)
+            rays = self.dist.share(s.rays_per_iter)      # under torchrun: this rank's part of the step's rays
+            batch = self.images.sample(rays, self.pixel_generator)
             origins, directions = camera_rays(self.c2w[batch.view], self.intrinsics[batch.view], batch.pixels)
             target, background = batch.rgb, None
             if s.background == "random":
@@ -155,7 +156,7 @@ class Trainer:
         w = s.losses
         mask = result.sample_mask.float()
         eikonal_gradient, eikonal_mask = result.gradient, mask
-        ball_points = int(w.eikonal_ball_points_per_ray * s.rays_per_iter)
+        ball_points = int(w.eikonal_ball_points_per_ray * rays)
         if ball_points:
             with step_range("eikonal_ball"):
                 ball = self.model.sdf_field.with_derivatives(
@@ -304,6 +305,7 @@ class Trainer:
         if restore_rng:
             self.pixel_generator.set_state(state["rng"]["pixels"])
             self.render_generator.set_state(state["rng"]["render"].to(self.render_generator.get_state().device))
+            self.dist.split_generators(self.pixel_generator, self.render_generator)
 
     def take_snapshot(self) -> dict[str, Any]:
         """The rollback point, on the CPU; returned so a checkpoint writes this very state without copying twice.

@@ -1,0 +1,70 @@
+"""``carrara-backend train --gpus N``: the CLI runs itself again under torchrun, one process per GPU of this host.
+
+PyTorch's own launcher (``python -m torch.distributed.run --standalone``) starts the N processes, gives each its
+RANK/LOCAL_RANK and a rendezvous on a free local port, and ends them all when one fails; the processes then train
+as ``distributed.py`` says. N=1 trains in this process, as before. ``--device cpu --gpus N`` starts N CPU
+processes over gloo instead: slow, and meant for tests and for trying the path on a machine without GPUs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from .distributed import BACKEND_ENV, Distributed
+
+
+def gpus_problem(gpus: int, device: str, visible_gpus: int) -> str | None:
+    """Why ``--gpus`` cannot run here (None when it can), in words that say what to do."""
+    if gpus < 1:
+        return f"--gpus {gpus}: give 1 or more"
+    if gpus == 1 or device == "cpu":
+        return None
+    if visible_gpus == 0:
+        return (f"--gpus {gpus} asks for {gpus} GPUs but torch sees none; add --device cpu to run {gpus} CPU "
+                "processes over gloo instead (for testing)")
+    if gpus > visible_gpus:
+        shown = os.environ.get("CUDA_VISIBLE_DEVICES")
+        limit = f" (CUDA_VISIBLE_DEVICES={shown})" if shown is not None else ""
+        return f"--gpus {gpus} asks for more GPUs than torch sees on this host: {visible_gpus}{limit}; use --gpus " \
+               f"{visible_gpus} or fewer"
+    return None
+
+
+def torchrun_command(gpus: int, cli_argv: list[str]) -> list[str]:
+    """The same CLI call, under torchrun with one process per GPU on this host."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus),
+            "-m", "carrara.backend", *cli_argv]
+
+
+def under_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ
+
+
+def train_on_gpus(args: argparse.Namespace, cli_argv: list[str]) -> int:
+    """Train in this process (one GPU, or one rank already started by torchrun), or start torchrun for N."""
+    from .run import train_from_cli
+
+    if under_torchrun() or args.gpus == 1:
+        try:
+            return train_from_cli(args)
+        finally:
+            Distributed.from_env().close()
+    import torch
+
+    problem = gpus_problem(args.gpus, args.device, torch.cuda.device_count())
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    if args.device == "cpu":
+        env[BACKEND_ENV] = "gloo"
+    where = "CPU processes over gloo" if args.device == "cpu" else "GPUs"
+    print(f"training on {args.gpus} {where} through torchrun (rank 0 reports and writes)", file=sys.stderr,
+          flush=True)
+    process = subprocess.Popen(torchrun_command(args.gpus, cli_argv), env=env)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:       # the ranks got Ctrl-C too: they checkpoint and stop; wait for them
+        return process.wait()
