@@ -24,6 +24,8 @@ for a sphere of radius 0.5 at resolution 2048 with 8^3 blocks) plus one batch of
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -237,48 +239,138 @@ def extract_surface(sdf_fn: SdfFn, resolution: int, *, device: torch.device | st
     ``lipschitz`` is the slope bound the coarse pass trusts (None evaluates every block in the sphere);
     ``bounds`` is an optional crop box in normalised coordinates; ``eval_batch`` points per ``sdf_fn`` call.
     """
-    device = torch.device(device)
+    return extract_surface_on([(device, sdf_fn)], resolution, block_res=block_res, bounds=bounds,
+                              lipschitz=lipschitz, clip_to_sphere=clip_to_sphere, eval_batch=eval_batch)
+
+
+@torch.no_grad()
+def extract_surface_on(parts: Sequence[tuple[torch.device | str, SdfFn]], resolution: int, *,
+                       block_res: int = DEFAULT_BLOCK_RES,
+                       bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+                       lipschitz: float | None = 1.5, clip_to_sphere: bool = True,
+                       eval_batch: int | None = None) -> SurfaceMesh:
+    """``extract_surface`` with its blocks split across devices: ``parts`` pairs each device with the SDF that runs
+    there (a copy of the network on each GPU); the mesh is on the first device, the same as one device makes.
+
+    The lattice is cut along x into one slab per device, each holding about the same number of candidate blocks;
+    one thread per device marches its slab. A surface that crosses into another slab hands the block across to
+    that slab's device, and the slabs run again until none does. The layer of lattice points two slabs share is
+    evaluated on both devices (the only points evaluated twice); the weld joins the seam by lattice-edge key.
+    """
+    if not parts:
+        raise ValueError("extract_surface_on needs at least one (device, sdf_fn) pair")
+    first = torch.device(parts[0][0])
     lattice = plan_lattice(resolution, block_res, bounds)
     if lipschitz is not None and not lipschitz > 0:
         raise ValueError(f"lipschitz must be a positive slope bound or None (no pruning), got {lipschitz!r}")
     if eval_batch is not None and (not isinstance(eval_batch, int) or eval_batch < 1):
         raise ValueError(f"eval_batch must be a positive number of points, got {eval_batch!r}")
-    batch = eval_batch or default_batch(device)
-    nb = torch.tensor(lattice.blocks, device=device)
-    candidates, coarse_points = _coarse_candidates(lattice, sdf_fn, batch, lipschitz, clip_to_sphere, device)
-    store = _OwnedValues(lattice, sdf_fn, batch, device)
-    is_candidate = torch.zeros(math.prod(store.table_dims), dtype=torch.bool, device=device)
-    pieces: list[MarchedSurface] = []
-    pending, rounds, marched = candidates, 0, 0
-    blocks_per_batch = max(1, _march_batch_points(device) // (block_res + 1) ** 3)
-    while pending.numel():
-        rounds += 1
-        is_candidate[store.flat(pending)] = True
-        store.ensure(pending, full=True)
-        store.ensure(store.neighbours_ahead(pending), full=False)
-        crossed = []
-        for start in range(0, pending.shape[0], blocks_per_batch):
-            blocks = pending[start:start + blocks_per_batch]
-            grids = store.grids(blocks)
-            pieces.append(march_grids(grids, blocks * block_res, lattice.points, lattice.cells))
-            crossed.append(_crossed_faces(blocks, grids))
-        marched += pending.shape[0]
-        across = torch.unique(torch.cat(crossed), dim=0) if crossed else pending[:0]
-        inside_lattice = ((across >= 0) & (across < nb)).all(1)
-        across = across[inside_lattice]
-        across = across[~is_candidate[store.flat(across)]]
-        if clip_to_sphere:
-            across = across[_meets_unit_sphere(lattice, across)]
-        pending = across
-    vertices, faces = _weld(pieces, device)
-    lower = torch.tensor(lattice.lower, dtype=torch.float32, device=device)
+    candidates, coarse_points = _coarse_candidates(lattice, parts[0][1], eval_batch or default_batch(first),
+                                                   lipschitz, clip_to_sphere, first)
+    cuts = _slab_cuts(candidates[:, 0].cpu(), lattice.blocks[0], len(parts))
+    slabs = [_Slab(lattice, fn, torch.device(dev), (lo, hi), eval_batch, clip_to_sphere)
+             for (dev, fn), lo, hi in zip(parts, cuts[:-1], cuts[1:])]
+    pending = [candidates[(candidates[:, 0] >= s.x_range[0]) & (candidates[:, 0] < s.x_range[1])].cpu()
+               for s in slabs]
+    rounds = 0
+    while any(p.numel() for p in pending):
+        before = [s.rounds for s in slabs]
+        handed = _on_each_device(slabs, pending)
+        rounds += max(s.rounds - b for s, b in zip(slabs, before))
+        across = torch.cat(handed)
+        owner = torch.bucketize(across[:, 0].contiguous(), torch.tensor(cuts[1:-1], dtype=torch.int64), right=True)
+        pending = [across[owner == i] for i in range(len(slabs))]
+    pieces = [MarchedSurface(*(t.to(first) for t in (p.vertex_keys, p.vertex_points, p.faces)))
+              for s in slabs for p in s.pieces]
+    vertices, faces = _weld(pieces, first)
+    lower = torch.tensor(lattice.lower, dtype=torch.float32, device=first)
     vertices = lower + vertices * lattice.cell
     if clip_to_sphere:
         inside_sphere = vertices.norm(dim=1) <= 1.0
         vertices, faces = compact_vertices(vertices, faces[inside_sphere[faces].all(1)])
-    stats = {"points_evaluated": coarse_points + store.points_evaluated, "blocks_marched": marched,
-             "closure_rounds": rounds, "lattice_points": math.prod(c + 1 for c in lattice.cells)}
+    stats = {"points_evaluated": coarse_points + sum(s.store.points_evaluated for s in slabs),
+             "blocks_marched": sum(s.marched for s in slabs), "closure_rounds": rounds,
+             "lattice_points": math.prod(c + 1 for c in lattice.cells), "devices": len(slabs)}
     return SurfaceMesh(vertices.contiguous(), faces.contiguous(), stats)
+
+
+def _slab_cuts(block_x: torch.Tensor, blocks_x: int, count: int) -> list[int]:
+    """x block indices cutting the lattice into ``count`` slabs of about as many candidate blocks each."""
+    if count == 1 or block_x.numel() == 0:
+        return [0] + [blocks_x] * count
+    cumulative = torch.cumsum(torch.bincount(block_x, minlength=blocks_x), 0)
+    shares = torch.tensor([block_x.numel() * i / count for i in range(1, count)], dtype=cumulative.dtype)
+    inner = (torch.searchsorted(cumulative, shares) + 1).clamp(max=blocks_x).tolist()
+    return [0] + sorted(inner) + [blocks_x]
+
+
+def _on_each_device(slabs: list["_Slab"], pending: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each slab marches its pending blocks on its own thread; returns the blocks each hands to other slabs."""
+    if len(slabs) == 1:
+        return [slabs[0].march(pending[0])]
+    handed: list[torch.Tensor | BaseException] = [torch.empty((0, 3), dtype=torch.int64)] * len(slabs)
+
+    def work(index: int) -> None:
+        try:
+            with torch.cuda.device(slabs[index].device) if slabs[index].device.type == "cuda" else nullcontext():
+                handed[index] = slabs[index].march(pending[index])
+        except BaseException as exc:     # raised again on the caller's thread, which the caller can catch
+            handed[index] = exc
+
+    threads = [threading.Thread(target=work, args=(i,), name=f"carrara-extract-{s.device}")
+               for i, s in enumerate(slabs) if pending[i].numel()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in handed:
+        if isinstance(result, BaseException):
+            raise result
+    return handed
+
+
+class _Slab:
+    """The blocks whose x index lies in ``x_range``, marched on one device until their surface is closed."""
+
+    def __init__(self, lattice: Lattice, sdf_fn: SdfFn, device: torch.device, x_range: tuple[int, int],
+                 eval_batch: int | None, clip_to_sphere: bool):
+        self.lattice, self.device, self.x_range, self.clip_to_sphere = lattice, device, x_range, clip_to_sphere
+        self.store = _OwnedValues(lattice, sdf_fn, eval_batch or default_batch(device), device)
+        self.is_candidate = torch.zeros(math.prod(self.store.table_dims), dtype=torch.bool, device=device)
+        self.pieces: list[MarchedSurface] = []
+        self.rounds = self.marched = 0
+
+    def march(self, pending: torch.Tensor) -> torch.Tensor:
+        """March ``pending`` and every block of this slab the surface runs into; returns (on the CPU) the blocks
+        of other slabs it runs into."""
+        lattice, store, b = self.lattice, self.store, self.lattice.block
+        nb = torch.tensor(lattice.blocks, device=self.device)
+        blocks_per_batch = max(1, _march_batch_points(self.device) // (b + 1) ** 3)
+        pending = self._new(pending.to(self.device))
+        elsewhere = []
+        while pending.numel():
+            self.rounds += 1
+            self.is_candidate[store.flat(pending)] = True
+            store.ensure(pending, full=True)
+            store.ensure(store.neighbours_ahead(pending), full=False)
+            crossed = []
+            for start in range(0, pending.shape[0], blocks_per_batch):
+                blocks = pending[start:start + blocks_per_batch]
+                grids = store.grids(blocks)
+                self.pieces.append(march_grids(grids, blocks * b, lattice.points, lattice.cells))
+                crossed.append(_crossed_faces(blocks, grids))
+            self.marched += pending.shape[0]
+            across = torch.unique(torch.cat(crossed), dim=0) if crossed else pending[:0]
+            across = across[((across >= 0) & (across < nb)).all(1)]
+            mine = (across[:, 0] >= self.x_range[0]) & (across[:, 0] < self.x_range[1])
+            elsewhere.append(across[~mine].cpu())
+            pending = self._new(across[mine])
+        return torch.cat(elsewhere) if elsewhere else torch.empty((0, 3), dtype=torch.int64)
+
+    def _new(self, blocks: torch.Tensor) -> torch.Tensor:
+        """The blocks not marched yet (and, when clipping, meeting the unit sphere)."""
+        blocks = blocks[~self.is_candidate[self.store.flat(blocks)]]
+        return blocks[_meets_unit_sphere(self.lattice, blocks)] if self.clip_to_sphere else blocks
 
 
 def _weld(pieces: list[MarchedSurface], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
