@@ -39,10 +39,10 @@ def _duration(seconds: float) -> str:
 class TerminalReporter:
     """A Reporter for a person at a terminal: one updating progress line, log lines above it, a log file."""
 
-    def __init__(self, log_path: Path, stream: TextIO = sys.stderr):
-        self.stream = stream
+    def __init__(self, log_path: Path, stream: TextIO | None = None):
+        self.stream = stream or sys.stderr          # looked up per reporter: sys.stderr may be replaced after import
         self.log_path = log_path
-        self.interactive = stream.isatty()
+        self.interactive = self.stream.isatty()
         self._stop_requested = False
         self._last_plain = 0.0
         self._bar_shown = False
