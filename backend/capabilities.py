@@ -1,4 +1,5 @@
-"""What this backend can do, as the add-on shows it: GPU, memory, torch and CUDA versions, tinycudann, device.
+"""What this backend can do, as the add-on shows it: GPU, memory, torch and CUDA versions, tinycudann, device,
+and the devices the server runs jobs on (one job per GPU at a time).
 
 torch is imported here, inside ``detect``, and nowhere at module level, so ``carrara-backend keys`` and the
 server's start stay light; the server probes on a thread while it already answers pings.
@@ -6,6 +7,7 @@ server's start stay light; the server probes on a thread while it already answer
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 from typing import Any
 
@@ -50,3 +52,23 @@ def choose_device(requested: str, caps: dict[str, Any]) -> str:
     if requested == "auto":
         return "cuda" if caps["cuda_available"] else "cpu"
     return requested
+
+
+#: A comma-separated device list that replaces the probed one, e.g. "cpu,cpu" (tests: two workers without GPUs) or
+#: "cuda:0,cuda:0" (two jobs sharing one large GPU).
+JOB_DEVICES_ENV = "CARRARA_JOB_DEVICES"
+
+
+def job_devices(caps: dict[str, Any]) -> list[str]:
+    """The devices the server runs jobs on, one job each at a time: every GPU torch sees, else the one device."""
+    override = [d.strip() for d in os.environ.get(JOB_DEVICES_ENV, "").split(",") if d.strip()]
+    for device in override:
+        if device != "cpu" and not (device.startswith("cuda:") and device[5:].isdigit()
+                                    and int(device[5:]) < caps["gpu_count"]):
+            raise RuntimeError(f"{JOB_DEVICES_ENV}={os.environ[JOB_DEVICES_ENV]!r}: {device!r} is not 'cpu' or "
+                               f"'cuda:N' of the {caps['gpu_count']} GPUs torch sees")
+    if override:
+        return override
+    if caps["device"] == "cuda":
+        return [f"cuda:{index}" for index in range(caps["gpu_count"])]
+    return [caps["device"]]

@@ -47,6 +47,13 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def _make_current(device: torch.device) -> None:
+    """A server worker runs its job on GPU k from its own thread: kernels that follow the thread's current device
+    (Triton's, NCCL's) must launch there, not on GPU 0."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+
+
 def plan_for(preset_name: str, device: torch.device, *, with_background: bool,
              resumed: TrainSettings | None = None) -> MemoryPlan | None:
     """The memory plan on a GPU, from its free memory now (a resumed run keeps its table and batch); None on the
@@ -114,6 +121,7 @@ def _run(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device_na
     dist = Distributed.from_env()
     run_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(dist.device(resolve_device(config.device if config.device != "auto" else device_name)))
+    _make_current(device)
     checkpoints = run_dir / "checkpoints"
     resumed = load_latest(checkpoints)
     sphere = BoundingSphere(config.sphere_center, config.sphere_radius)
@@ -287,6 +295,7 @@ def run_extract(config: ExtractConfig, job_dir: Path, reporter: Reporter, device
     source = Path(job_dir).parent / config.source_job_id
     try:
         torch_device = resolve_device(config.device if config.device != "auto" else device)
+        _make_current(torch.device(torch_device))
         model, normalization, iteration = load_trained_model(source, torch_device)
     except CheckpointError as exc:
         raise JobFailed(f"job {config.source_job_id} has no checkpoint to extract from yet ({exc})") from exc

@@ -80,6 +80,9 @@ class AssetSettings:
             raise _fail("export_formats", f"must be a list drawn from {list(MESH_FORMATS)}")
 
 
+MAX_GPUS = 16       # one host's GPUs; the backend refuses more than it has
+
+
 @dataclass
 class ReconstructConfig(AssetSettings):
     """One reconstruction run: train an SDF inside the sphere and deliver meshes."""
@@ -95,6 +98,7 @@ class ReconstructConfig(AssetSettings):
     downscale: float = 1.0                 # image downscale factor for training (>= 1)
     preview_every_s: float = 10.0          # seconds between streamed preview meshes; 0 turns them off
     preview_resolution: int = 128          # marching-cubes cells across the sphere for previews
+    gpus: int = 1                          # GPUs of the backend's host to train on (its capabilities' gpu_count)
 
     def validate(self) -> None:
         self.dataset.validate()
@@ -115,6 +119,8 @@ class ReconstructConfig(AssetSettings):
             raise _fail("preview_every_s", "must be 0 (off) or a positive number of seconds")
         if not _integer(self.preview_resolution) or not 16 <= self.preview_resolution <= 1024:
             raise _fail("preview_resolution", "must be a whole number from 16 to 1024")
+        if not _integer(self.gpus) or not 1 <= self.gpus <= MAX_GPUS:
+            raise _fail("gpus", f"must be a whole number from 1 to {MAX_GPUS} (the backend's gpu_count at most)")
         super().validate()
 
 

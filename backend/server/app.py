@@ -140,7 +140,7 @@ class Server:
                 if self._probe_error:
                     print(f"carrara-backend: {self._probe_error}", file=sys.stderr)
                     return 2
-                self.jobs.start(self._capabilities["device"])
+                self.jobs.start(self._capabilities["job_devices"])
                 started = True
                 for identity, hello in self._waiting_hellos:
                     self._send(identity, self._welcome(hello))
@@ -167,6 +167,7 @@ class Server:
         try:
             caps = capabilities.detect()
             caps["device"] = capabilities.choose_device(self.requested_device, caps)
+            caps["job_devices"] = capabilities.job_devices(caps)
             self._capabilities = caps
         except Exception as exc:
             self._probe_error = f"capability probe failed: {exc}"

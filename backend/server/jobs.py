@@ -1,4 +1,5 @@
-"""The job queue: one job runs at a time on a worker thread (the GPU is one), the others wait their turn.
+"""The job queue: one worker thread per device (each GPU, or the CPU) takes the next queued job, so a host with
+N GPUs runs N jobs at once, one per GPU, and the others wait their turn; a job's record names its device.
 
 Jobs survive the server: a job found ``running`` at start-up was cut short by a crash or a kill, so it becomes
 ``interrupted`` and is queued again to resume from its last checkpoint, as is a job a clean stop interrupted.
@@ -46,10 +47,9 @@ class JobManager:
         self._wake = threading.Condition(self._lock)
         self._records: dict[str, JobRecord] = {}
         self._queue: deque[str] = deque()
-        self._running: tuple[str, threading.Event] | None = None
+        self._running: dict[str, threading.Event] = {}     # job id -> its stop request, one per busy device
         self._stopping = False
-        self._device = "cpu"
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._recover()
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -72,26 +72,27 @@ class JobManager:
                 self.workspace.save(record)
                 self._queue.append(record.job_id)
 
-    def start(self, device: str) -> None:
-        """Start running queued jobs on ``device`` (known once the server has probed its hardware)."""
-        self._device = device
-        self._thread = threading.Thread(target=self._work, name="carrara-job-worker", daemon=True)
-        self._thread.start()
+    def start(self, devices: list[str]) -> None:
+        """Start one worker per device of ``devices`` (known once the server has probed its hardware)."""
+        self._threads = [threading.Thread(target=self._work, args=(device,), name=f"carrara-job-worker-{device}",
+                                          daemon=True) for device in devices]
+        for thread in self._threads:
+            thread.start()
 
     def shutdown(self, timeout_s: float) -> None:
-        """Ask the running job to checkpoint and stop; it ends ``interrupted`` and resumes at the next start."""
+        """Ask the running jobs to checkpoint and stop; they end ``interrupted`` and resume at the next start."""
         with self._lock:
             self._stopping = True
-            if self._running:
-                self._running[1].set()
+            for stop in self._running.values():
+                stop.set()
             self._wake.notify_all()
-        if self._thread:
-            self._thread.join(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
-            if self._running:      # the job ignored the request; record what happened anyway
-                record = self._records[self._running[0]]
-                self._change(record, JobState.INTERRUPTED, f"the server stopped; the job did not stop within "
-                                                           f"{timeout_s:.0f} s")
+            for job_id in list(self._running):      # the job ignored the request; record what happened anyway
+                self._change(self._records[job_id], JobState.INTERRUPTED, f"the server stopped; the job did not "
+                                                                          f"stop within {timeout_s:.0f} s")
 
     # --- requests -------------------------------------------------------------------------------------------
     def submit(self, kind: str, config: Any, owner: str | None = None) -> dict[str, Any]:
@@ -100,6 +101,11 @@ class JobManager:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"job kind {kind!r} is not available on this backend yet "
                                                        f"(it runs: {', '.join(registered_kinds())})")
         self._check_sources(parsed, owner)
+        if getattr(parsed, "gpus", 1) > 1:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"config field 'gpus' {parsed.gpus}: a job on this backend "
+                                                     "trains on one GPU (each GPU runs its own job); to train one "
+                                                     "run on several, use 'carrara-backend train --gpus N' on the "
+                                                     "backend's host")
         with self._lock:
             if len(self._queue) >= self.quotas.queued_jobs:
                 raise ProtocolError(ErrorCode.QUOTA, f"{len(self._queue)} jobs are queued already, the most this "
@@ -217,8 +223,8 @@ class JobManager:
             if record.state == JobState.QUEUED:
                 self._queue.remove(record.job_id)
                 self._change(record, JobState.CANCELLED, "cancelled before it started")
-            elif record.state == JobState.RUNNING and self._running and self._running[0] == record.job_id:
-                self._running[1].set()
+            elif record.state == JobState.RUNNING and record.job_id in self._running:
+                self._running[record.job_id].set()
                 record.reason = "cancel requested; stopping at the next checkpoint"
             else:
                 raise ProtocolError(ErrorCode.BAD_STATE, f"job {record.job_id} is {record.state}; only queued or "
@@ -245,7 +251,7 @@ class JobManager:
         self.workspace.save(record)
         self._emit(event(record.job_id, EventKind.STATE, state=state, reason=reason))
 
-    def _work(self) -> None:
+    def _work(self, device: str) -> None:
         while True:
             with self._lock:
                 while not self._stopping and not self._queue:
@@ -254,19 +260,21 @@ class JobManager:
                     return
                 record = self._records[self._queue.popleft()]
                 cancel = threading.Event()
-                self._running = (record.job_id, cancel)
+                self._running[record.job_id] = cancel
                 record.attempts += 1
+                record.device = device
                 self._change(record, JobState.RUNNING, "started" if record.attempts == 1 else
                              f"started again (attempt {record.attempts})")
-            state, reason, error = self._run(record, cancel)
+            state, reason, error = self._run(record, cancel, device)
             with self._lock:
                 if error:
                     record.error = error
                     self._emit(event(record.job_id, EventKind.ERROR, **error))
                 self._change(record, state, reason)
-                self._running = None
+                del self._running[record.job_id]
 
-    def _run(self, record: JobRecord, cancel: threading.Event) -> tuple[str, str, dict[str, str] | None]:
+    def _run(self, record: JobRecord, cancel: threading.Event,
+             device: str) -> tuple[str, str, dict[str, str] | None]:
         if record.kind not in registered_kinds():
             return JobState.FAILED, "failed", {"message": f"job kind {record.kind!r} is not available on this "
                                                           "backend", "traceback": ""}
@@ -279,8 +287,10 @@ class JobManager:
                 folder = self.uploads.dataset_path(upload_id)
                 config_json["dataset"] = {"path": str(folder)}
                 context.allowed_roots = [folder.resolve()]     # an upload reads nothing but itself
+            if device.startswith("cuda:") and config_json.get("device") == "cuda":
+                config_json["device"] = "auto"          # 'auto' takes the GPU this worker was given, not GPU 0
             run = runner(record.kind)
-            run(config_from_json(record.kind, config_json), context.job_dir, context, self._device)
+            run(config_from_json(record.kind, config_json), context.job_dir, context, device)
         except JobFailed as exc:
             return JobState.FAILED, "failed", _explained(str(exc))
         except ProtocolError as exc:

@@ -70,6 +70,7 @@ class JobRecord:
     crashes: int = 0                                                    # times the server died while it ran
     history: list[dict[str, str]] = field(default_factory=list)         # [{state, reason, time}]
     owner: str | None = None          # the submitter's CURVE key, "local" without keys; None: before owners
+    device: str | None = None         # where the job runs or last ran ("cuda:1", "cpu"); None: not started yet
 
     def set_state(self, state: str, reason: str = "") -> None:
         self.state, self.reason, self.updated = state, reason, now_iso()
@@ -80,7 +81,8 @@ class JobRecord:
         return {"format": JOB_FILE_FORMAT, "job_id": self.job_id, "kind": self.kind, "config": self.config,
                 "state": self.state, "reason": self.reason, "created": self.created, "updated": self.updated,
                 "progress": self.progress, "artifacts": self.artifacts, "error": self.error,
-                "attempts": self.attempts, "crashes": self.crashes, "history": self.history, "owner": self.owner}
+                "attempts": self.attempts, "crashes": self.crashes, "history": self.history, "owner": self.owner,
+                "device": self.device}
 
     def snapshot(self, *, with_config: bool = True) -> dict[str, Any]:
         """What JOB and JOBS replies carry: the job file minus its bookkeeping, its error message clipped (a
@@ -105,7 +107,8 @@ class JobRecord:
                    updated=str(data.get("updated", "")), progress=dict(data.get("progress") or {}),
                    artifacts=dict(data.get("artifacts") or {}), error=data.get("error"),
                    attempts=int(data.get("attempts", 0)), crashes=int(data.get("crashes", 0)),
-                   history=list(data.get("history") or []), owner=data.get("owner"))
+                   history=list(data.get("history") or []), owner=data.get("owner"),
+                   device=data.get("device"))
 
 
 class Workspace:
