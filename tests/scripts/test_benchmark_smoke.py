@@ -97,3 +97,15 @@ def test_sfm_benchmark_times_both_pipelines_and_measures_poses_against_the_truth
         errors = result["accuracy"][who]["pose_errors"]
         assert errors["shared_images"] >= 6 and errors["rotation_error_worst_pair_deg"] < 5, (who, errors)
     assert "accuracy ours:" in out and "accuracy baseline_plain_pycolmap:" in out
+
+
+def test_multigpu_benchmark_trains_on_one_and_two_ranks_and_runs_two_jobs_at_once(tmp_path, tmp_path_factory):
+    scene = cached_scene(tmp_path_factory)
+    out = _smoke("bench_multigpu.py", tmp_path, "--dataset", str(scene.folder))
+    result = _result(tmp_path, "multigpu_cpu-smoke")
+    one, two = result["training"]["runs"]
+    assert (one["gpus"], two["gpus"]) == (1, 2) and one["checkpoint_iteration"] == two["checkpoint_iteration"] == 4
+    assert two["speedup_over_one"] > 0 and one["faces"] > 0 and two["faces"] > 0
+    jobs = result["jobs"]
+    assert jobs["job_devices"] == ["cpu", "cpu"] and [j["device"] for j in jobs["two_jobs"]] == ["cpu", "cpu"]
+    assert all(j["share_of_one_job_rate"] > 0 for j in jobs["two_jobs"]), out[-2000:]
