@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="keep every face marching cubes makes (millions at --resolution 1024 and above)")
     extract.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                         help="where to compute; auto takes the GPU when torch sees one")
+    extract.add_argument("--gpus", type=int, default=1,
+                         help="GPUs of this host that share the surface's blocks from resolution 2048 on")
 
     prepare, defaults = verb("prepare", "Structure-from-Motion: photos or a video to an undistorted dataset for "
                                         "'train'"), PrepareConfig()

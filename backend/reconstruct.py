@@ -7,10 +7,12 @@ its files. The run folder holds ``config.json``, ``checkpoints/`` and ``meshes/`
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -22,6 +24,7 @@ from .data.images import default_host_budget
 from .data.normalization import SphereNormalization
 from .mesh.atlas import AtlasError
 from .mesh.export import write_glb, write_ply
+from .mesh.extract import SPLIT_FROM_RESOLUTION
 from .mesh.pipeline import StepReport, build_mesh
 from .model.encoding_choice import EncodingUnavailable, choose_encoding, encoding_for_checkpoint
 from .model.neural_surface import NeuralSurface
@@ -244,24 +247,28 @@ def _send_preview(trainer: Trainer, config: ReconstructConfig, reporter: Reporte
 def _deliver_final(trainer: Trainer, config: ReconstructConfig, run_dir: Path, reporter: Reporter) -> None:
     trainer.prepare_for_extraction()
     deliver_asset(trainer.model, trainer.dataset.normalization, trainer.iteration, config, run_dir / "meshes",
-                  reporter, trainer.device)
+                  reporter, trainer.device, more_gpus=trainer.dist.other_gpus(trainer.device))
 
 
 def asset_mesh(model: NeuralSurface, normalization: SphereNormalization, asset: AssetSettings,
                device: torch.device | str, *, texture: bool = True,
-               on_step: StepReport | None = None) -> MeshData:
-    """The delivered mesh as ``asset`` asks for it (resolution, floaters, face budget, colours, texture)."""
+               on_step: StepReport | None = None, more_gpus: Sequence[str] = ()) -> MeshData:
+    """The delivered mesh as ``asset`` asks for it (resolution, floaters, face budget, colours, texture);
+    ``more_gpus`` share the surface's blocks from SPLIT_FROM_RESOLUTION on, each with a copy of the network."""
     with_texture = texture and asset.texture
+    more = [] if asset.mesh_resolution < SPLIT_FROM_RESOLUTION else \
+        [(gpu, copy.deepcopy(model).to(gpu).sdf_fn()) for gpu in more_gpus]
     wants_color = asset.vertex_colors or with_texture
     return build_mesh(model.sdf_fn(), model.color_fn() if wants_color else None, asset.mesh_resolution,
                       device=device, to_world=normalization.to_world_affine, remove_floaters=asset.remove_floaters,
                       remove_cavities=asset.remove_floaters and not model.config.sdf.inside_out,
                       decimate_faces=asset.decimate_faces, vertex_colors=asset.vertex_colors,
-                      texture_size=asset.texture_size if with_texture else 0, on_step=on_step)
+                      texture_size=asset.texture_size if with_texture else 0, on_step=on_step, more_devices=more)
 
 
 def deliver_asset(model: NeuralSurface, normalization: SphereNormalization, iteration: int, asset: AssetSettings,
-                  meshes_dir: Path, reporter: Reporter, device: torch.device | str) -> None:
+                  meshes_dir: Path, reporter: Reporter, device: torch.device | str,
+                  more_gpus: Sequence[str] = ()) -> None:
     """Extract the final mesh, hand it to the reporter and write its files: the end of a run and of an extract job."""
     reporter.log(f"extracting the final mesh at resolution {asset.mesh_resolution}")
     steps: list[str] = []
@@ -271,7 +278,7 @@ def deliver_asset(model: NeuralSurface, normalization: SphereNormalization, iter
         reporter.log(f"extracting: {name} done in {seconds:.1f} s, {faces:,} faces")
 
     try:
-        mesh = asset_mesh(model, normalization, asset, device, on_step=on_step)
+        mesh = asset_mesh(model, normalization, asset, device, on_step=on_step, more_gpus=more_gpus)
     except AtlasError as exc:   # the mesh is still worth having: with its vertex colours, without the texture
         reporter.log(f"no texture: {exc}; delivering the mesh with vertex colours only", "warning")
         steps.clear()

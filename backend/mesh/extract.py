@@ -36,6 +36,9 @@ from .fields import SdfFn, default_batch, evaluate_sdf
 from .marching_cubes import CORNER_OFFSETS, MarchedSurface, march_grids
 
 DEFAULT_BLOCK_RES = 8
+#: From this resolution on, a mesh given several devices splits its blocks across them (below, one device is faster
+#: than copying the network and joining threads).
+SPLIT_FROM_RESOLUTION = 2048
 
 
 def _march_batch_points(device: torch.device) -> int:

@@ -38,7 +38,7 @@ import torch
 from ...shared.mesh_data import MeshData
 from .cleanup import remove_cavities as remove_cavities_of, remove_degenerate_faces, remove_small_components
 from .colors import surface_normals, vertex_colors as colors_at
-from .extract import DEFAULT_BLOCK_RES, extract_surface
+from .extract import DEFAULT_BLOCK_RES, SPLIT_FROM_RESOLUTION, extract_surface_on
 from .fields import ColorFn, SdfFn, default_batch
 
 DEFAULT_FLOATER_FRACTION = 0.02
@@ -52,9 +52,12 @@ def build_mesh(sdf_fn: SdfFn, color_fn: ColorFn | None, resolution: int, *, devi
                texture_size: int = 0,
                block_res: int = DEFAULT_BLOCK_RES, bounds: tuple[Sequence[float], Sequence[float]] | None = None,
                lipschitz: float | None = 1.5, eval_batch: int | None = None,
-               on_step: StepReport | None = None) -> MeshData:
+               on_step: StepReport | None = None,
+               more_devices: Sequence[tuple[torch.device | str, SdfFn]] = ()) -> MeshData:
     """A mesh of the SDF's zero set inside the unit sphere, in world coordinates, with the asked-for extras.
 
+    ``more_devices``: other GPUs, each with the SDF of a copy of the network there, that share the surface's
+    blocks from ``SPLIT_FROM_RESOLUTION`` on (the rest of the steps run on ``device``).
     ``on_step(name, seconds, faces)``, when given, is called as each step ends (surface, cleanup, decimation,
     colours, atlas, bake) with the mesh's face count then, so a slow asset says where its time goes while it goes.
     """
@@ -67,8 +70,9 @@ def build_mesh(sdf_fn: SdfFn, color_fn: ColorFn | None, resolution: int, *, devi
         raise ValueError(f"texture_size must be 0 (no texture) or an integer of at least 8, got {texture_size!r}")
     device = torch.device(device)
     batch = eval_batch or default_batch(device)
-    surface = extract_surface(sdf_fn, resolution, device=device, block_res=block_res, bounds=bounds,
-                              lipschitz=lipschitz, eval_batch=batch)
+    parts = [(device, sdf_fn), *(more_devices if resolution >= SPLIT_FROM_RESOLUTION else ())]
+    surface = extract_surface_on(parts, resolution, block_res=block_res, bounds=bounds, lipschitz=lipschitz,
+                                 eval_batch=batch)
     stage("surface", surface.faces)
     vertices, faces = remove_degenerate_faces(surface.vertices, surface.faces)
     if remove_floaters:

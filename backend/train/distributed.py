@@ -69,6 +69,12 @@ class Distributed:
         """Each process takes the GPU of its local rank."""
         return f"cuda:{self.local_rank}" if self.enabled and requested.startswith("cuda") else requested
 
+    def other_gpus(self, device: torch.device) -> list[str]:
+        """The other ranks' GPUs on this host, which rank 0 may borrow once training is over (to extract the mesh)."""
+        if not (self.enabled and device.type == "cuda"):
+            return []
+        return [f"cuda:{index}" for index in range(self.world_size) if index != self.local_rank]
+
     def broadcast_module(self, module: torch.nn.Module) -> None:
         if self.enabled:
             for tensor in list(module.parameters()) + list(module.buffers()):

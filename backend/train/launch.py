@@ -32,6 +32,11 @@ def gpus_problem(gpus: int, device: str, visible_gpus: int) -> str | None:
     return None
 
 
+def other_devices(gpus: int, device: str) -> list[str]:
+    """The devices besides the first that a ``--gpus N`` extraction shares its blocks with (CPU: N-1 more threads)."""
+    return [f"cuda:{index}" for index in range(1, gpus)] if device.startswith("cuda") else ["cpu"] * (gpus - 1)
+
+
 def torchrun_command(gpus: int, cli_argv: list[str]) -> list[str]:
     """The same CLI call, under torchrun with one process per GPU on this host."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus),

@@ -15,6 +15,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TextIO
 
+import torch
+
 from ...shared.jobs import AssetSettings, DatasetRef, ReconstructConfig
 from ...shared.protocol import ProtocolError
 from ...shared.mesh_data import MeshData
@@ -22,6 +24,7 @@ from ..reconstruct import asset_mesh, load_trained_model, resolve_device, run_re
 from ..server.kinds import JobFailed
 from .checkpoint import CheckpointError, list_checkpoints
 from .distributed import Distributed
+from .launch import gpus_problem, other_devices
 from .presets import preset as get_preset
 
 BAR_WIDTH = 24
@@ -138,6 +141,10 @@ def extract_from_cli(args: argparse.Namespace) -> int:
         return 2
     try:
         device = resolve_device(args.device)
+        problem = gpus_problem(args.gpus, device, torch.cuda.device_count())
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         model, normalization, iteration = load_trained_model(args.run, device)
         asset = _run_asset_settings(args.run, args.resolution, 0 if args.full else args.faces)
     except (CheckpointError, JobFailed) as exc:
@@ -153,7 +160,8 @@ def extract_from_cli(args: argparse.Namespace) -> int:
     def on_step(name: str, seconds: float, faces: int) -> None:
         print(f"  {name}: {seconds:.1f} s, {faces:,} faces", file=sys.stderr, flush=True)
 
-    mesh = asset_mesh(model, normalization, asset, device, texture=out.suffix.lower() == ".glb", on_step=on_step)
+    mesh = asset_mesh(model, normalization, asset, device, texture=out.suffix.lower() == ".glb", on_step=on_step,
+                      more_gpus=other_devices(args.gpus, device))
     out.parent.mkdir(parents=True, exist_ok=True)
     writers[out.suffix.lower()](mesh, out)
     print(f"{out}: {mesh.vertex_count:,} vertices, {mesh.face_count:,} faces from iteration {iteration}",
