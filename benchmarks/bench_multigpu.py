@@ -84,12 +84,18 @@ def train_once(args: argparse.Namespace, gpus: int, work: Path) -> dict[str, Any
     return entry
 
 
-def training_part(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def training_part(args: argparse.Namespace, work: Path, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """Runs for ``--gpus``, merged with the earlier command's runs of other counts at the same settings (so 1 and 2
+    GPUs, then 4, fit two commands), each compared with the one-GPU run."""
     visible = torch.cuda.device_count() if args.device != "cpu" else max(args.gpus)
-    runs = [train_once(args, n, work) for n in args.gpus if n <= visible]
+    fresh = [train_once(args, n, work) for n in args.gpus if n <= visible]
     skipped = [n for n in args.gpus if n > visible]
     if skipped:
         print(f"skipped --gpus {skipped}: torch sees {visible} GPUs", flush=True)
+    same = previous is not None and (previous["preset"], previous["iterations"], previous["dataset"]) == (
+        args.preset, args.iters, str(args.dataset))
+    kept = [r for r in previous["runs"] if r["gpus"] not in {f["gpus"] for f in fresh}] if same else []
+    runs = sorted(kept + fresh, key=lambda r: r["gpus"])
     one = next((r for r in runs if r["gpus"] == 1), None)
     for run in runs:
         if one is None or run is one:
@@ -199,7 +205,7 @@ def main() -> None:
     payload.update({**CONTEXT, "benchmark": "multigpu"})
     work = Path(tempfile.mkdtemp(prefix="carrara-multigpu-"))
     if args.part in ("training", "both"):
-        payload["training"] = training_part(args, work)
+        payload["training"] = training_part(args, work, payload.get("training"))
     if args.part in ("jobs", "both"):
         payload["jobs"] = jobs_part(args, work)
     for path in _bootstrap.write_results(name, payload):
