@@ -63,7 +63,7 @@ def plan_for(preset_name: str, device: torch.device, *, with_background: bool,
     CPU, where the preset runs as it is."""
     if device.type != "cuda":
         return None
-    free, _ = torch.cuda.mem_get_info(device)
+    free = Distributed.from_env().least(torch.cuda.mem_get_info(device)[0])   # the same plan on every rank
     where = f"{torch.cuda.get_device_name(device)} ({device})"
     preset = get_preset(preset_name)
     if resumed is None:

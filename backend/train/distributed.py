@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -22,6 +23,11 @@ import torch.distributed as dist
 
 #: "gloo" or "nccl"; the launcher sets it to gloo for CPU ranks on a machine that also has GPUs.
 BACKEND_ENV = "CARRARA_DIST_BACKEND"
+#: Gradients at least this large are reduced in place; smaller ones travel together in one flat buffer.
+BUCKET_NUMEL = 1 << 20
+#: The gloo group rank 0's decisions travel in, as CPU tensors: with NCCL a GPU tensor would make every step wait
+#: for the GPU (a host sync the one-GPU run does not have). Made once per process, with the process group.
+_CONTROL_GROUP: list[Any] = []
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class Distributed:
             if backend == "nccl":
                 torch.cuda.set_device(local)       # NCCL's own buffers go to this rank's GPU, not GPU 0
             dist.init_process_group(backend)
+            _CONTROL_GROUP.append(dist.new_group(backend="gloo") if backend == "nccl" else dist.group.WORLD)
         return cls(rank, world, local)
 
     def share(self, total: int) -> int:
@@ -83,26 +90,42 @@ class Distributed:
     def average_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
         if not self.enabled:
             return
-        # One flat all-reduce rather than one per tensor; a gradient one rank lacks (a parameter its rays never
-        # reached) counts as zeros there, so every rank reduces the same tensors in the same order.
+        # Large gradients (the hash table) in place, the many small ones in one flat buffer, all in flight at
+        # once; a gradient one rank lacks (a parameter its rays never reached) counts as zeros there, so every
+        # rank reduces the same tensors in the same order.
         for p in parameters:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in parameters]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat.div_(self.world_size)
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
+        large = [p.grad for p in parameters if p.grad.numel() >= BUCKET_NUMEL]
+        small = [p.grad for p in parameters if p.grad.numel() < BUCKET_NUMEL]
+        flat = torch.cat([g.reshape(-1) for g in small]) if small else None
+        pending = [dist.all_reduce(g, op=dist.ReduceOp.SUM, async_op=True) for g in large + ([flat] if small else [])]
+        for work in pending:
+            work.wait()
+        for g in large:
+            g.div_(self.world_size)
+        if flat is not None:
+            flat.div_(self.world_size)
+            offset = 0
+            for g in small:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+    def least(self, value: int) -> int:
+        """The smallest ``value`` over the ranks (free GPU memory), so every rank plans the same model and batch."""
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], dtype=torch.int64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=_CONTROL_GROUP[0] if _CONTROL_GROUP else None)
+        return int(tensor.item())
 
     def agree(self, flag: bool, device: torch.device) -> bool:
         """Rank 0's decision (stop, roll back) for every rank, so they never drift apart."""
         if not self.enabled:
             return flag
-        value = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.broadcast(value, src=0)
+        group = _CONTROL_GROUP[0] if _CONTROL_GROUP else None
+        value = torch.tensor([1.0 if flag else 0.0], device="cpu" if group is not None else device)
+        dist.broadcast(value, src=0, group=group)
         return bool(value.item() > 0.5)
 
     def close(self) -> None:
