@@ -28,7 +28,7 @@ from .mesh.extract import SPLIT_FROM_RESOLUTION
 from .mesh.pipeline import StepReport, build_mesh
 from .model.encoding_choice import EncodingUnavailable, choose_encoding, encoding_for_checkpoint
 from .model.neural_surface import NeuralSurface
-from .reporting import Reporter
+from .reporting import Reporter, allowed_roots
 from .server.kinds import JobFailed
 from .train.checkpoint import CheckpointError, load_latest, save_checkpoint, write_json_atomic
 from .train.distributed import Distributed
@@ -130,7 +130,7 @@ def _run(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device_na
     sphere = BoundingSphere(config.sphere_center, config.sphere_radius)
     if dataset is None:
         dataset = load_dataset(Path(config.dataset.path), sphere=sphere, scene_type=config.scene_type,
-                               downscale=config.downscale)
+                               downscale=config.downscale, allowed_roots=allowed_roots(reporter))
     say = reporter.log if dist.is_main else (lambda line, level="info": None)
     for warning in dataset.warnings:
         say(warning, "warning")

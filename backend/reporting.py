@@ -6,7 +6,7 @@ session is listening. The server's job context and the CLI each implement this p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from ..shared.mesh_data import MeshData
 
@@ -27,3 +27,10 @@ class Reporter(Protocol):
 
     def cancelled(self) -> bool:
         """True once someone asked to stop: the engine checkpoints and returns."""
+
+
+def allowed_roots(reporter: Reporter) -> Sequence[Path] | None:
+    """The folders a job may read photos from, when whoever runs it confines them (the server: an upload, or its
+    ``--allow-root`` list); None, as on a terminal, leaves each dataset its own folder
+    (``shared.dataset_source.photo_problems``)."""
+    return getattr(reporter, "allowed_roots", None)

@@ -17,7 +17,7 @@ from ...shared.dataset_source import DatasetProblem, DatasetSource, DatasetVerdi
 from ...shared.jobs import CheckDatasetConfig
 from ...shared.reconstruction import Points3D, Reconstruction
 from ..data.photo_probe import PhotoProbe
-from ..reporting import Reporter
+from ..reporting import Reporter, allowed_roots
 from .kinds import JobFailed
 from .workspace import write_json_atomic
 
@@ -26,7 +26,8 @@ REPORT_NAME = "dataset_report.json"
 
 def run(config: CheckDatasetConfig, job_dir: Path, reporter: Reporter, device: str) -> None:
     dataset = Path(config.dataset.path)
-    source, verdict = open_dataset(dataset)
+    roots = allowed_roots(reporter)
+    source, verdict = open_dataset(dataset, allowed_roots=roots)
     images = source.photos() if source is not None else []
     checkpoint = job_dir / "checkpoints" / "check_dataset.json"
     state = _load_checkpoint(checkpoint, dataset, len(images))
@@ -42,7 +43,7 @@ def run(config: CheckDatasetConfig, job_dir: Path, reporter: Reporter, device: s
         if reporter.cancelled():
             reporter.log(f"check stopped after photo {index} of {len(images)}; it resumes from there")
             return
-        for problem in photo_problems(source, images[index], read_photo=read_photo):
+        for problem in photo_problems(source, images[index], allowed_roots=roots, read_photo=read_photo):
             state["problems"].append(problem.to_json())
             reporter.log(str(problem), problem.severity)
         state["checked"] = index + 1

@@ -16,7 +16,7 @@ from carrara.addon.connection import Connection, CurveKeys
 from carrara.backend.server.security import is_loopback, make_keys
 from carrara.backend.server.workspace import Workspace
 from carrara.shared import protocol as p
-from testkit import ServerThread, free_tcp_port, start_backend, stop_process
+from testkit import ServerThread, free_tcp_port, start_backend, stop_process, write_colmap_dataset
 
 TIMEOUT_MS = 15000
 
@@ -523,6 +523,24 @@ def test_an_allow_list_confines_the_folders_clients_may_name(tmp_path):
                                                        "config": {"dataset": {"path": str(tmp_path / "allowed" / "d")}}})
         assert inside.type == p.MessageType.JOB
         sock.close()
+
+
+def test_an_allow_list_confines_the_photos_a_dataset_inside_it_points_to(tmp_path):
+    """The dataset's folder is allowed, but its photos folder is a link leading out: the job reads nothing there."""
+    write_colmap_dataset(tmp_path / "elsewhere", 3)
+    dataset = tmp_path / "allowed" / "d"
+    (dataset / "sparse").mkdir(parents=True)
+    (dataset / "sparse" / "0").symlink_to(tmp_path / "elsewhere" / "sparse" / "0")
+    (dataset / "images").symlink_to(tmp_path / "elsewhere" / "images")
+    with ServerThread(tmp_path / "workspace") as server:
+        server.server.jobs.allowed_roots = [(tmp_path / "allowed").resolve()]
+        sock = _dealer(server.address)
+        job_id = _request(sock, p.MessageType.SUBMIT, {"kind": "check_dataset",
+                                                       "config": {"dataset": {"path": str(dataset)}}}).job_id
+        job = _wait_state(sock, job_id)
+        sock.close()
+    assert job["state"] == "failed", job
+    assert "img_001.png" in job["error"]["message"] and "outside where the photos may be" in job["error"]["message"]
 
 
 # --- retention and quotas ------------------------------------------------------------------------------------------
