@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 
@@ -68,8 +69,17 @@ def train_on_gpus(args: argparse.Namespace, cli_argv: list[str]) -> int:
     where = "CPU processes over gloo" if args.device == "cpu" else "GPUs"
     print(f"training on {args.gpus} {where} through torchrun (rank 0 reports and writes)", file=sys.stderr,
           flush=True)
-    process = subprocess.Popen(torchrun_command(args.gpus, cli_argv), env=env)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:       # the ranks got Ctrl-C too: they checkpoint and stop; wait for them
-        return process.wait()
+    # torchrun in a session of its own: a Ctrl-C reaches the ranks once, forwarded by torchrun, so each stops after
+    # its step with a checkpoint (the terminal's own SIGINT plus torchrun's would be the second, aborting one).
+    process = subprocess.Popen(torchrun_command(args.gpus, cli_argv), env=env, start_new_session=True)
+    interrupts = 0
+    while True:
+        try:
+            code = process.wait()
+            return 130 if interrupts else code      # torchrun itself ends failed on a signal it forwarded
+        except KeyboardInterrupt:
+            interrupts += 1
+            if interrupts == 1:
+                process.send_signal(signal.SIGINT)
+            else:                   # a second Ctrl-C aborts, as it does on one GPU
+                os.killpg(process.pid, signal.SIGKILL)

@@ -111,13 +111,15 @@ def train_from_cli(args: argparse.Namespace) -> int:
                                mesh_resolution=preset.cli_mesh_resolution, texture_size=preset.cli_texture_size)
     config.validate()
     reporter = TerminalReporter(run_dir / "log.txt")
-    if Distributed.from_env().is_main:          # under torchrun every rank runs this; one says it
+    is_main = Distributed.from_env().is_main    # under torchrun every rank runs this; one says it
+    if is_main:
         reporter.log(f"bounding sphere: centre {[round(v, 6) for v in sphere.center]}, "
                      f"radius {sphere.radius:.6g}")
 
     def on_interrupt(signum, frame) -> None:
         reporter.request_stop()
-        reporter.log("stopping after this step (Ctrl-C again aborts without a checkpoint)", "warning")
+        if is_main:
+            reporter.log("stopping after this step (Ctrl-C again aborts without a checkpoint)", "warning")
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
