@@ -13,7 +13,7 @@ from carrara.backend.server.kinds import JobFailed
 from carrara.backend.train.run import TerminalReporter
 from carrara.shared.jobs import CheckDatasetConfig, DatasetRef
 from dataset_corpus import CORPUS, SPHERE, colmap_beside_broken_transforms, distortion
-from testkit import ServerThread, shared_dataset
+from testkit import ServerThread, shared_dataset, team_param
 
 
 def check_job(path: Path, job_dir: Path) -> tuple[str | None, dict]:
@@ -70,8 +70,9 @@ def test_every_problem_is_in_the_report_in_the_order_training_meets_them(tmp_pat
 
 
 @pytest.mark.parametrize("name, path, fragment", [
-    ("instant_ngp_fox", "transforms.json", "camera 1 (OPENCV) has lens distortion"),
-    ("nerf_synthetic_chair", "transforms_train.json", None),
+    team_param("instant_ngp_fox", "transforms.json", "camera 1 (OPENCV) has lens distortion", data="instant_ngp_fox",
+               id="fox"),
+    team_param("nerf_synthetic_chair", "transforms_train.json", None, data="nerf_synthetic_chair", id="chair"),
 ])
 def test_real_datasets_through_the_server_and_the_loader(tmp_path, name, path, fragment):
     """The fox (lens distortion, which the check once called a warning) fails both; the chair passes both."""

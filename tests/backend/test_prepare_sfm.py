@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from carrara.backend.server.kinds import JobFailed
 from carrara.shared.colmap import read_model
 from carrara.shared.jobs import DatasetRef, PrepareConfig
 from sfm_inputs import CHAIR, CHAIR_PATH, RecordingReporter, chair_photos, prepared_chair
-from testkit import REPO_ROOT, shared_dataset
+from testkit import REPO_ROOT, shared_dataset, team_param
 
 _spec = importlib.util.spec_from_file_location("bench_pose_accuracy", REPO_ROOT / "benchmarks" / "pose_accuracy.py")
 pose_accuracy = importlib.util.module_from_spec(_spec)
@@ -120,6 +121,7 @@ def test_a_disk_that_fills_at_undistortion_fails_naming_it_and_leaves_no_half_da
     assert sorted(p.name for p in out.iterdir()) == []
 
 
+@pytest.mark.team_data("strecha_fountain_p11")      # the chair video's poses against its renders run everywhere
 def test_the_fountain_registers_every_photo_within_the_issues_accuracy(tmp_path):
     photos = shared_dataset("strecha_fountain_p11") / "images"
     reporter = RecordingReporter()
@@ -131,9 +133,24 @@ def test_the_fountain_registers_every_photo_within_the_issues_accuracy(tmp_path)
     assert errors["centre_error_max_pct"] < 0.1 and errors["rotation_error_worst_pair_deg"] < 0.7, errors
 
 
-def test_a_corrupt_jpeg_among_real_photos_is_skipped_named_and_the_rest_registers(tmp_path):
-    source = shared_dataset("bundler_kermit") / "images"
-    folder = tmp_path / "kermit"
+def _jpeg_chair(folder: Path) -> Path:
+    """Sixteen chair renders in order round it, as JPEG photos on grey as a camera would write them."""
+    for png in sorted(chair_photos(folder / "png", 16).glob("*.png")):
+        rgba = Image.open(png)
+        photo = Image.new("RGB", rgba.size, (128, 128, 128))
+        photo.paste(rgba, mask=rgba.getchannel("A"))
+        photo.save(folder / f"{png.stem}.jpg", quality=92)
+    shutil.rmtree(folder / "png")
+    return folder
+
+
+@pytest.mark.parametrize("photos, registered_share", [("chair", 0.75), team_param("kermit", 0.9, data="bundler_kermit")])
+def test_a_corrupt_jpeg_among_real_photos_is_skipped_named_and_the_rest_registers(tmp_path, photos, registered_share):
+    folder = tmp_path / photos
+    if photos == "chair":
+        source = _jpeg_chair(tmp_path / "source")
+    else:
+        source = shared_dataset("bundler_kermit") / "images"
     shutil.copytree(source, folder)
     first = sorted(folder.glob("*.jpg"))[0]
     first.write_bytes(first.read_bytes()[:2000])               # a photo cut short, as by a full card
@@ -141,7 +158,7 @@ def test_a_corrupt_jpeg_among_real_photos_is_skipped_named_and_the_rest_register
     result = prepare(folder, tmp_path / "dataset", tmp_path / "work", _config(folder, max_side=480), reporter)
     assert list(result.skipped) == [str(first)] and result.images == len(list(source.glob("*.jpg"))) - 1
     assert any(first.name in line and "skipped" in line for line in reporter.lines("warning"))
-    assert result.registered >= result.images - 1
+    assert result.registered >= registered_share * result.images, result      # kermit: all but one, as before
 
 
 def test_the_cli_verb_writes_a_dataset_train_reads(tmp_path):
