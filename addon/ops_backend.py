@@ -147,11 +147,4 @@ CLASSES = (CARRARA_OT_backend_connect, CARRARA_OT_backend_start_local, CARRARA_O
            CARRARA_OT_job_cancel, CARRARA_OT_job_resume, CARRARA_OT_job_show_traceback, CARRARA_OT_check_dataset)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

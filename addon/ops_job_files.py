@@ -108,11 +108,4 @@ CLASSES = (CARRARA_OT_job_save_results, CARRARA_OT_job_show_log, CARRARA_OT_job_
            CARRARA_OT_jobs_prune)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

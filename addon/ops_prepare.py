@@ -150,13 +150,14 @@ def _import_menu(self, context):
 CLASSES = (CARRARA_OT_new_from_capture,)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)
+
+
 def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.TOPBAR_MT_file_import.append(_import_menu)
 
 
 def unregister() -> None:
     bpy.types.TOPBAR_MT_file_import.remove(_import_menu)
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

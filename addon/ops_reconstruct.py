@@ -119,11 +119,4 @@ class CARRARA_OT_extract_again(bpy.types.Operator):
 CLASSES = (CARRARA_OT_reconstruct, CARRARA_OT_extract_again)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -124,13 +124,14 @@ CLASSES = (CARRARA_OT_sphere_fit_selected_points, CARRARA_OT_sphere_fit_camera_v
            CARRARA_OT_crop_box_add, CARRARA_OT_crop_box_remove)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)
+
+
 def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    _register_classes()
     scene_sphere.register()
 
 
 def unregister() -> None:
     scene_sphere.unregister()
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

@@ -148,11 +148,4 @@ def draw_run(layout: bpy.types.UILayout, run: RunProperties) -> None:
 CLASSES = (CARRARA_PT_backend, CARRARA_PT_jobs)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -76,11 +76,4 @@ def _wrapped(layout, text: str, icon: str) -> None:
 CLASSES = (CARRARA_PT_reconstruction,)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -47,11 +47,4 @@ class CARRARA_PT_reconstruct(bpy.types.Panel):
 CLASSES = (CARRARA_PT_reconstruct,)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

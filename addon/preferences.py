@@ -93,11 +93,4 @@ def backend_settings(context: bpy.types.Context | None = None) -> BackendSetting
 CLASSES = (CarraraPreferences,)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

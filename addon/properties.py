@@ -21,13 +21,14 @@ class CarraraSceneProperties(bpy.types.PropertyGroup):
 CLASSES = (*RECONSTRUCTION_CLASSES, *SETTINGS_CLASSES, *RUN_CLASSES, CarraraSceneProperties)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)
+
+
 def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.Scene.carrara = bpy.props.PointerProperty(type=CarraraSceneProperties)
 
 
 def unregister() -> None:
     del bpy.types.Scene.carrara
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()
