@@ -16,7 +16,7 @@ import bpy
 from ..shared.protocol import ArtifactRef, Message, MessageType, ProtocolError
 from .connection import Connection
 from .props_runs import RunProperties
-from .transfers import ArtifactDownload, LogDownload, TransferState
+from .transfers import ArtifactDownload, LogDownload, TransferState, step_transfers
 
 #: Artifact kinds that are the job's result files (the glTF carries the texture inside it).
 RESULT_KINDS = ("ply", "glb", "texture")
@@ -93,22 +93,14 @@ def log_text_name(job_id: str) -> str:
 def step(files: JobFiles, connection: Connection, find_run: FindRun) -> bool:
     """Advance the transfers; finished ones land on their runs. True when a run changed."""
     changed = False
-    for key, download in list(files.results.items()):
-        download.step(connection)
-        if download.state == TransferState.RUNNING:
-            continue
-        del files.results[key]
+    for _, download in step_transfers(files.results, connection):
         run = find_run(download.job_id)
         if run is not None:
             pending = sum(1 for job, _ in files.results if job == download.job_id)
             run.results_note = (download.error if download.state == TransferState.FAILED else
                                 f"saved to {run.results_folder}" if not pending else f"saving {pending} more file(s)")
             changed = True
-    for job_id, download in list(files.logs.items()):
-        download.step(connection)
-        if download.state == TransferState.RUNNING:
-            continue
-        del files.logs[job_id]
+    for job_id, download in step_transfers(files.logs, connection):
         run = find_run(job_id)
         if run is None:
             continue

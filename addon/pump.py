@@ -31,7 +31,7 @@ from .connection import Connection, ConnectionState, NotConnectedError, load_cur
 from .panel_backend import progress_text
 from .preferences import ROOT_PACKAGE, BackendSettings, backend_settings
 from .props_runs import MISSING, SUBMITTING, UNKNOWN, UPLOADING, BackendStatusProperties, RunProperties
-from .transfers import ArtifactDownload, DatasetUpload, TransferState
+from .transfers import ArtifactDownload, DatasetUpload, TransferState, step_transfers
 
 TICK_BUDGET_S = 0.004
 ACTIVE_INTERVAL_S = 0.1
@@ -565,11 +565,7 @@ def _apply_artifact(run: RunProperties, job_id: str, kind: str, ref_json: Any) -
 
 
 def _step_downloads(connection: Connection) -> None:
-    for key, download in list(_runtime.downloads.items()):
-        download.step(connection)
-        if download.state == TransferState.RUNNING:
-            continue
-        del _runtime.downloads[key]
+    for _, download in step_transfers(_runtime.downloads, connection):
         run = find_run(download.job_id)
         if run is None:
             continue

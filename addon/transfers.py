@@ -10,7 +10,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Protocol, TypeVar
 
 import numpy as np
 
@@ -23,6 +23,28 @@ class TransferState:
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+
+
+class _Stepped(Protocol):
+    state: str
+
+    def step(self, connection: Connection) -> None: ...
+
+
+Key = TypeVar("Key")
+Transfer = TypeVar("Transfer", bound=_Stepped)
+
+
+def step_transfers(transfers: dict[Key, Transfer], connection: Connection) -> list[tuple[Key, Transfer]]:
+    """Advance every transfer by one step; the ones that ended (done or failed) leave ``transfers`` and are returned,
+    for the caller to land on their runs."""
+    ended = []
+    for key, transfer in list(transfers.items()):
+        transfer.step(connection)
+        if transfer.state != TransferState.RUNNING:
+            del transfers[key]
+            ended.append((key, transfer))
+    return ended
 
 
 class ArtifactDownload:
