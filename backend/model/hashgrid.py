@@ -12,35 +12,13 @@ API (stable; the SDF and colour fields are built on it)::
 
 - Columns are level-major: level l fills columns [l*F, (l+1)*F). Levels >= ``active_levels`` (coarse-to-fine) are
   zeros and are not computed; ``None`` means all levels.
-- Gradients flow to ``encoding.table`` only, first order. Positions get no gradient: Neuralangelo takes normals and
-  curvature by 4-tap numerical differences (plain forward calls), so none is needed, and positions that require
-  grad raise an error instead of silently receiving zero.
-- Each call's backward writes a table-sized gradient (1.46 GB at F=8, T=22): give the numerical-gradient taps to
-  one call (concatenated) rather than five.
+- Gradients flow to ``encoding.table`` only, first order: normals come from numerical differences, so positions
+  that require grad raise an error instead of silently receiving zero.
+- Each call's backward writes a table-sized gradient: give the numerical-gradient taps to one call, not five.
 
-Conventions, chosen so the function is tiny-cuda-nn's (a table trained with ``implementation="tcnn"`` gives the
-same features on the CPU path, and tcnn's ``params`` load into ``table`` as they are):
-
-- Level l has scale s_l = base * b**l - 1, b = exp((ln max - ln base) / (L - 1)), evaluated in float32 exactly as
-  tcnn does. A coordinate x in [0, 1] sits at pos = s_l * x + 0.5; the lower vertex is floor(pos) and the
-  trilinear weights come from pos - floor(pos). The 0.5 offset staggers the levels so their vertices do not line up
-  at integer scale ratios (Instant-NGP, appendix A); nerfstudio's torch port dropped it (nerfstudio issue #1200),
-  which made it a different function from tcnn's.
-- Level l has R_l = ceil(s_l) + 1 vertices per axis. float32 matters: with the defaults s_5, s_10 and s_15 land
-  just above 127, 511 and 2047, so R = 129, 513, 2049 (not 128, 512, 2048). That layout reproduces the parameter
-  count Neuralangelo logs (366,708,076 in NVlabs/neuralangelo issue #24 = 365,792,384 hash + 915,692 MLP); the
-  float64 formula gives 396,352 hash parameters fewer. (tcnn's kernels recompute s_l with the device's exp2f,
-  within 2 ulp, so at those three levels tcnn's own features may differ from ours by that rounding.)
-- Level l stores min(next multiple of 8 of R_l^3, 2^T) entries of F features. It is dense (index x + R*y + R*R*z,
-  modulo the size) when R_l^3 fits, else hashed: (x*1 XOR y*2654435761 XOR z*805459861) modulo 2^32, then modulo
-  2^T. tcnn decides "fits" with a uint32 stride that overflows to 0 when R^2 <= 2^T < R^3 and R^3 >= 2^32 (then it
-  drops z); we decide with exact integers, which is the only place the two may differ.
-- The far corner of the last half cell along an axis (vertex index R) wraps onto the next row in dense levels, as
-  in tcnn. With the default bounds [-2, 2] the unit sphere (where the SDF lives) is far from those faces.
-- x is a float32 clamped to [0, 1] (tcnn does not clamp; identical inside); NaN propagates to the features.
-  pos is rounded to float32 once (tcnn's fmaf); weights and sums are in the table's dtype.
-- ``table`` is one flat float32 parameter, level-major, then entry, then feature (tcnn's layout), initialised
-  uniform in [-1e-4, 1e-4] like tcnn.
+The function is tiny-cuda-nn's (float32 level scales, the 0.5 offset, dense or hashed levels, tcnn's table layout),
+so tcnn's ``params`` load into ``table`` as they are; the conventions in full, and why each, are in
+benchmarks/NOTES-encoding.md ("The encoding's conventions and the kernel's design").
 """
 from __future__ import annotations
 
@@ -194,17 +172,13 @@ def encode_reference(x01: torch.Tensor, table: torch.Tensor, config: HashGridCon
     corners = torch.tensor(list(itertools.product((0, 1), repeat=3)), device=x.device)   # (8, 3): +1 along x, y, z
     columns = []
     for level in grid_levels(config)[:active]:
-        # tcnn's pos = fmaf(scale, x, 0.5f): one float32 rounding. The float32 product is exact in float64, so
-        # rounding the float64 result once reproduces it bit for bit (at scale 2047 the rounding moves a point
-        # by up to 6e-5 of a cell: an oracle without it would differ from every float32 implementation).
+        # tcnn's pos = fmaf(scale, x, 0.5f): one float32 rounding, exact from the float64 product
         pos = (x * level.scale + 0.5).float().to(table.dtype)
         lower = torch.floor(pos)
         frac = pos - lower
         lower = lower.long()
-        # the 8 corners gathered at once: one gather a level, so autograd (and torch.compile) keeps one
-        # table-sized gradient buffer a level instead of eight (at F=8, T=2^22: 16 x 1.4 GB, not 128 x 1.4 GB).
-        # index_select, not indexing: its CPU backward (index_add_) sums in a fixed order, so a resumed run
-        # repeats the table bit for bit (indexing's accumulating index_put_ did not, on two CPU threads)
+        # one gather of the 8 corners a level (one gradient buffer, not eight); index_select sums its backward
+        # in a fixed order, so a resumed run repeats the table bit for bit
         vertices = lower[:, None, :] + corners                                     # (N, 8, 3)
         weights = torch.where(corners.bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(dim=2)
         entries = level.offset + vertex_index(vertices, level)                     # (N, 8)
@@ -218,10 +192,7 @@ def encode_reference(x01: torch.Tensor, table: torch.Tensor, config: HashGridCon
     return torch.cat(columns, dim=1)
 
 
-# The largest gradient table (or slice of one) whose random reductions are taken to stay in L2: two thirds of the
-# H100's 50 MB (48 MiB; the H200 reports 60 MiB), a third left for the point and gradient streams beside. Levels
-# up to 30 MB took theirs there in the H200 timings (NOTES-encoding.md); ``TritonLaunch.grad_partitions`` splits
-# larger ones.
+# The largest gradient table (or slice) taken to stay in L2: two thirds of the H100's 50 MB (NOTES-encoding.md).
 GRAD_PARTITION_BUDGET_BYTES = 32 * 2 ** 20
 
 
@@ -229,30 +200,10 @@ GRAD_PARTITION_BUDGET_BYTES = 32 * 2 ** 20
 class TritonLaunch:
     """Kernel shape: points per program, warps, and consecutive levels per program (1 = sweep level by level).
 
-    ``merge_x_pairs``: in the backward, the two x-neighbours of a cell corner that fill one aligned pair of
-    entries (about half of them) go out as one 16-byte reduction instead of two of 8 bytes (SASS for sm_90: 8
-    ``REDG.E.ADD.F32x4`` beside 16 predicated ``F32x2`` per thread and level, against 16 ``F32x2``): about a
-    quarter fewer reductions reach L2, for more instructions. Only at F <= 2: 16 bytes is the widest f32
-    reduction, so at F=8 merging only doubles the instructions (64 ``F32x4`` against 32); it is ignored there.
-    On the H200 it made F=2 fwd + bwd 15-19 % faster (``measured_launch`` uses it).
-
-    ``merge_x_pairs_forward``: the same pairs in the forward, one 16-byte load (``LDG.E.128``) beside two
-    predicated 8-byte ones, against two of 8 bytes; the features are bit for bit the unmerged forward's. A flag of
-    its own (not ``merge_x_pairs`` for both kernels), so that the benchmark shows the forward's merge beside the
-    backward's. Predicted: forward about 10 % faster (0-20 %): a quarter fewer L1 wavefronts and up to a quarter
-    fewer L2 requests, for 26 % more instructions. Measured on the H200: forward 1.95 -> 1.73 ms for 2^21 points
-    (lpp 4, +13 %), 2.10 -> 1.70 ms (lpp 1, +24 %); ignored at F > 2 as in the backward.
-
-    ``grad_partitions`` (P, a power of two): in the backward, a level whose gradient table is larger than
-    ``partition_budget_bytes`` is swept P times over the same points, pass p taking only the reductions into
-    the p-th of P equal ranges of its entries (even bounds: a merged pair stays in its pass's range), so that the
-    random read-modify-writes of a pass stay in an L2-sized slice instead of missing to HBM. Passes run in order
-    (the grid is point blocks fastest, then the passes, level by level); a level that fits takes one pass and
-    launches no more. Predicted at F=8, T=22 (levels 5-15 split, 65-128 MiB each): fwd + bwd 0.159 -> about
-    0.19 G points/s for P=4 and 8 alike, the ceiling being the L2 reduction rate measured at F=2; at F=2, T=19
-    no level is split: a control. Measured on the H200: 0.191 (P=4), 0.172 (P=8), the control unchanged.
-    One level a program only (a pass is one level's range of entries).
-    ``partition_budget_bytes`` exists so that tests can split tiny levels.
+    ``merge_x_pairs`` / ``merge_x_pairs_forward``: x-neighbour entries 2k, 2k+1 as one 16-byte access in the
+    backward / forward (F <= 2 only). ``grad_partitions``: the backward sweeps a level larger than
+    ``partition_budget_bytes`` in that many passes, each over an L2-sized range of its entries (one level a program;
+    the budget is a field so that tests can split tiny levels). What each measured: benchmarks/NOTES-encoding.md.
     """
 
     block: int = 256
@@ -290,11 +241,8 @@ class TritonLaunch:
 
 
 def measured_launch(config: HashGridConfig) -> TritonLaunch:
-    """The kernel shape that ran fastest for this feature width in the encoding benchmark (fwd + bwd, H200,
-    2026-12-02, benchmarks/results/encoding_nvidia-h200.json): at F <= 2, 128 points, 4 levels a program and the
-    x pairs merged in both kernels, 0.544 G points/s against 0.513 with the backward's merge alone and 0.400 for
-    the plain 256/1 shape; at F > 2, one level of 128 points with the backward of levels larger than L2 in 4
-    passes, 0.191 G points/s at F=8 against 0.159 in one pass (8 passes: 0.172)."""
+    """The kernel shape that ran fastest for this feature width in bench_encoding.py (H200, 2026-12-02; the numbers
+    are in benchmarks/NOTES-encoding.md)."""
     if config.features_per_level <= 2:
         return TritonLaunch(block=128, num_warps=4, levels_per_program=4, merge_x_pairs=True,
                             merge_x_pairs_forward=True)

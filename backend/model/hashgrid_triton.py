@@ -1,30 +1,9 @@
 """Fused Triton kernels for the hash-grid encoding on CUDA: forward, and backward into the table gradient.
 
 Same function as ``hashgrid.encode_reference`` (the oracle, and the conventions); tests hold them together.
-The design, with its byte counts and predictions, is in benchmarks/NOTES-encoding.md:
-
-- A program takes ``block`` points and ``levels_per_program`` consecutive levels. The grid is (point blocks, level
-  groups) with point blocks fastest, so with one level per program the GPU sweeps one level's table at a time and
-  that table (4 MB at F=2, T=19) stays in L2 while it is read, and its gradient while it is accumulated.
-  tiny-cuda-nn orders its launches the same way. Several levels per program read positions once for all of them
-  but put several tables in L2 at once; the benchmark times 1 and 4.
-- Only active levels are launched; the columns of inactive levels are zeroed by a memset.
-- Features out and their gradients in are streams (1 GB each at F=8, N=2^21): marked evict-first so they do not push
-  the tables out of L2. A row's 32-byte sector holds 32/(4F) levels, so at F=2 one level per program writes
-  (and reads) each sector in four partial pieces; 4 levels per program writes it whole. The benchmark decides.
-- The F features of a vertex are one vector load (8 B at F=2, 2 x 16 B at F=8) and, in the backward, one vector
-  reduction (``red.global.add.v2/v4.f32`` on sm_90, checked in the SASS): no return value, relaxed ordering. At
-  F <= 2 a corner's x-neighbours that are entries 2k and 2k+1 can share one 16-byte access (``merge_x_pairs``,
-  ``merge_x_pairs_forward``).
-- Optionally (``grad_partitions``) the backward sweeps a level too large for L2 in several passes over the same
-  points, each taking the reductions into one range of the level's entries: the grid is then (point blocks,
-  passes), the passes listed level by level (``grad_passes``), so the GPU runs them in that order.
-- fp32 storage and arithmetic. fp16 storage is not offered: a random gather costs a 32-byte sector whatever the
-  entry size, so halving the entry would move about as many bytes, for 3 significant digits fewer.
-- Hashing uses uint32 wrap-around multiplication (tcnn's semantics); in-level indices are int32 (2^24 entries x 8
-  features at most), level and program bases int64, so no product overflows for any valid configuration.
-- Lower vertices are clamped to [0, R-1] after the float-to-int conversion, so no input (NaN included) can index
-  outside its level: a clamped position already lies there, this only guards the NaN case.
+Programs sweep one level's table at a time (point blocks fastest) so that it stays in L2; fp32 throughout; indices
+cannot overflow or leave their level for any input. The design, with its byte counts, predictions and
+measurements, is in benchmarks/NOTES-encoding.md.
 """
 from __future__ import annotations
 

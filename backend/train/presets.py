@@ -1,38 +1,9 @@
 """Presets named for what an artist wants, one dataclass each; the defaults are written once, here.
 
-The hash-table size, features per level and rays per iteration below are the most a preset asks for: the memory
-plan (``memory_plan.py``) may lower them to fit the GPU. Iteration counts are set so that, on one H100, ``preview``
-takes about a minute and ``standard`` about ten (``benchmarks/bench_training.py`` measured 40 and 19.5 it/s on an
-H200: 50 s and, at the 15,000 iterations ``standard`` had before, 12.8 minutes, so it now runs 11,000);
-``high`` runs until validation PSNR stops improving, with its iteration count as the ceiling that its schedule is
-laid out over. ``ci`` is tiny, for tests on a CPU.
-
-Departures from Neuralangelo's recipe, and why (measured on the CPU test scene, ``ci`` preset, 300 iterations,
-mean of seeds 0-2; mean |SDF| at true surface points in sphere radii / held-out PSNR; ours: 0.012 / 26.2 dB):
-- the hash table gets the instant-ngp learning rate (1e-2, Adam eps 1e-15), its weight decay scaled so that
-  lr x decay per step stays the recipe's 1e-5 (recipe rate 1e-3: 0.017 / 22.2 dB);
-- NeuS's sharpness s gets 3e-2: the recipe's 1e-3 moves s too slowly for a few thousand iterations
-  (0.020 / 22.5 dB);
-- the learning rate drops once, x0.1 at 85 % of the run, instead of at 60 % and 80 % (0.014 / 22.4 dB), except in
-  ``high``, the long preset, which keeps the recipe's steps; all three optimiser choices of the recipe together:
-  0.032 / 21.4 dB;
-- the colour network also sees the hash features directly (``SdfFieldConfig.grid_in_feature``), not only through
-  the SDF's hidden layer, whose hash weights start at zero: without it, short runs learn the shape but hardly any
-  texture (0.014 / 22.2 dB);
-- phases are fractions of the run (``schedules.py``), as runs are 25-250x shorter than its 500k iterations;
-- the hash grid spans the unit sphere's cube (with a 5 % margin), not [-2, 2]^3: the sphere is the whole
-  foreground, so the same 2048 finest resolution gives cells half as wide, and no table entries are spent on the
-  7/8 of the volume Neuralangelo's grid covers outside its sphere (not measured: a design choice);
-- samples per ray: occupancy-guided depths and fewer up-sampling rounds instead of 64 uniform + 4 x 16 (see
-  ``render/renderer.py``; ``benchmarks/bench_training.py`` measures the speed against the recipe's budget);
-  as those samples stay near the surface, the eikonal loss also takes uniform points in the ball
-  (``LossWeights.eikonal_ball_points_per_ray``), which the recipe's uniform samples along whole chords gave it.
-  On the bunny (standard preset, H200) accuracy fell from 0.35 % of the radius at 1 minute to 3.8 % at 5 while
-  completeness improved: surfaces grew where no sample reached. With 2 ball points per ray the bunny's Chamfer
-  at 5 minutes is 0.48 % of the radius against 1.13 % without (H200, the turntable views, one run each,
-  ``bench_quality.py --eikonal-ball-points 0``), at 12 % fewer iterations per second; on the CPU test scene
-  (1,500 iterations, seeds 0-1) it is neutral (29.6 against 29.2 dB, mean |SDF| 0.0058 against 0.0059);
-- RGB L1 is summed over channels like Neuralangelo (its x3 on the mean), plus a mask loss when photos have alpha.
+Grid sizes and rays per iteration are the most a preset asks for (``memory_plan.py`` may lower them); iteration
+counts aim at about a minute (``preview``) and ten (``standard``) on one H100; ``high`` stops on a validation
+plateau; ``ci`` is for tests on a CPU. Where and why the presets leave Neuralangelo's recipe, with the
+measurements: benchmarks/NOTES-presets.md.
 """
 from __future__ import annotations
 
