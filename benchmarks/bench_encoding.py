@@ -27,8 +27,8 @@ CONTEXT = _bootstrap.run_context()
 
 import torch  # noqa: E402  (after the bootstrap, like the carrara imports)
 
-from carrara.backend.model.hashgrid import (GRAD_PARTITION_BUDGET_BYTES, HashGridConfig, TritonLaunch,  # noqa: E402
-                                            encode_reference)
+from carrara.backend.model.hashgrid import HashGridConfig, encode_reference  # noqa: E402
+from carrara.backend.model.hashgrid_launch import GRAD_PARTITION_BUDGET_BYTES, TritonLaunch  # noqa: E402
 
 SETTINGS = ({"name": "F2_T19", "features_per_level": 2, "log2_hashmap_size": 19, "goal_points_per_s": 1.0e9},
             {"name": "F8_T22", "features_per_level": 8, "log2_hashmap_size": 22, "goal_points_per_s": 0.3e9})

@@ -25,126 +25,16 @@ from __future__ import annotations
 import functools
 import importlib.util
 import itertools
-import math
-import os
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
+from .hashgrid_launch import TritonLaunch, measured_launch, triton_interpreter_enabled
+from .hashgrid_layout import (HASH_PRIMES, GridLevel, HashGridConfig, check_active_levels, check_positions,
+                              grid_levels)
+
 IMPLEMENTATIONS = ("auto", "triton", "torch", "tcnn")
-HASH_PRIMES = (1, 2654435761, 805459861)   # Instant-NGP's; 1 on x keeps neighbours along x close in memory
 _UINT32_MASK = 0xFFFFFFFF
-
-
-@dataclass(frozen=True)
-class HashGridConfig:
-    """Hash-grid shape. Defaults are Neuralangelo's base.yaml (16 levels, 32 -> 2048, 2^22 x 8, range [-2, 2])."""
-
-    n_levels: int = 16
-    features_per_level: int = 8
-    log2_hashmap_size: int = 22
-    base_resolution: int = 32
-    max_resolution: int = 2048
-    bounds: tuple[float, float] = (-2.0, 2.0)   # the scene cube [lo, hi]^3 that maps onto [0, 1]^3
-    init_range: float = 1e-4
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.n_levels <= 32:
-            raise ValueError(f"HashGridConfig.n_levels must be in 1..32, got {self.n_levels}")
-        if self.features_per_level not in (1, 2, 4, 8):
-            raise ValueError(f"HashGridConfig.features_per_level must be 1, 2, 4 or 8, got {self.features_per_level}")
-        # 2^24 entries per level keeps every in-level index and its feature offset inside int32 in the kernels.
-        if not 8 <= self.log2_hashmap_size <= 24:
-            raise ValueError(f"HashGridConfig.log2_hashmap_size must be in 8..24, got {self.log2_hashmap_size}")
-        if self.base_resolution < 2 or self.max_resolution < self.base_resolution:
-            raise ValueError("HashGridConfig needs 2 <= base_resolution <= max_resolution, got "
-                             f"{self.base_resolution} and {self.max_resolution}")
-        if self.n_levels == 1 and self.max_resolution != self.base_resolution:
-            raise ValueError("HashGridConfig with one level needs max_resolution == base_resolution")
-        lo, hi = self.bounds
-        if not lo < hi:
-            raise ValueError(f"HashGridConfig.bounds must be (lo, hi) with lo < hi, got {self.bounds}")
-
-    @property
-    def per_level_scale(self) -> float:
-        if self.n_levels == 1:
-            return 1.0
-        return math.exp((math.log(self.max_resolution) - math.log(self.base_resolution)) / (self.n_levels - 1))
-
-    @property
-    def output_dim(self) -> int:
-        return self.n_levels * self.features_per_level
-
-    @property
-    def n_entries(self) -> int:
-        last = grid_levels(self)[-1]
-        return last.offset + last.size
-
-    @property
-    def n_params(self) -> int:
-        return self.n_entries * self.features_per_level
-
-    def to_unit_cube(self, x_scene: torch.Tensor) -> torch.Tensor:
-        """Scene coordinates (the cube ``bounds``) to the encoding's [0, 1]^3."""
-        lo, hi = self.bounds
-        return (x_scene - lo) / (hi - lo)
-
-
-@dataclass(frozen=True)
-class GridLevel:
-    """One level of the grid: where its entries live in the flat table and how a vertex finds its entry."""
-
-    scale: float       # a float32 value: pos = scale * x + 0.5
-    resolution: int    # vertices per axis, ceil(scale) + 1
-    offset: int        # first entry of this level in the table
-    size: int          # entries in this level (2^T when hashed)
-    hashed: bool
-
-    def cell_size(self, config: HashGridConfig) -> float:
-        """Width of one grid cell in scene units (a natural step for numerical gradients at this level)."""
-        lo, hi = config.bounds
-        return (hi - lo) / self.scale
-
-
-@functools.cache
-def grid_levels(config: HashGridConfig) -> tuple[GridLevel, ...]:
-    """The per-level layout, with tcnn's float32 scales (see the module docstring for why float32)."""
-    f32 = np.float32
-    log2_scale = f32(math.log2(f32(config.per_level_scale)))   # tcnn: std::log2 of the float per_level_scale
-    levels = []
-    offset = 0
-    for level in range(config.n_levels):
-        # tcnn's host code: exp2f of a float32 product; here the exact exp2, rounded once to float32
-        growth = f32(2.0 ** float(f32(level) * log2_scale))
-        scale = float(growth * f32(config.base_resolution) - f32(1.0))
-        resolution = math.ceil(scale) + 1
-        dense_entries = -(-resolution ** 3 // 8) * 8
-        size = min(dense_entries, 1 << config.log2_hashmap_size)
-        levels.append(GridLevel(scale=scale, resolution=resolution, offset=offset, size=size,
-                                hashed=resolution ** 3 > size))
-        offset += size
-    return tuple(levels)
-
-
-def check_active_levels(active_levels: int | None, n_levels: int) -> int:
-    """``None`` means every level; anything else must be an int in 0..n_levels."""
-    if active_levels is None:
-        return n_levels
-    if isinstance(active_levels, bool) or not isinstance(active_levels, (int, np.integer)):
-        raise TypeError(f"active_levels must be an int or None, got {type(active_levels).__name__}")
-    if not 0 <= active_levels <= n_levels:
-        raise ValueError(f"active_levels must be in 0..{n_levels}, got {active_levels}")
-    return int(active_levels)
-
-
-def check_positions(x01: torch.Tensor) -> None:
-    if not isinstance(x01, torch.Tensor) or x01.dim() != 2 or x01.shape[1] != 3:
-        shape = tuple(x01.shape) if isinstance(x01, torch.Tensor) else type(x01).__name__
-        raise ValueError(f"hash-grid positions must be a tensor of shape (N, 3) in [0, 1]^3, got {shape}")
-    if not x01.is_floating_point():
-        raise TypeError(f"hash-grid positions must be floating point, got {x01.dtype}")
 
 
 def vertex_index(vertex: torch.Tensor, level: GridLevel) -> torch.Tensor:
@@ -192,71 +82,9 @@ def encode_reference(x01: torch.Tensor, table: torch.Tensor, config: HashGridCon
     return torch.cat(columns, dim=1)
 
 
-# The largest gradient table (or slice) taken to stay in L2: two thirds of the H100's 50 MB (NOTES-encoding.md).
-GRAD_PARTITION_BUDGET_BYTES = 32 * 2 ** 20
-
-
-@dataclass(frozen=True)
-class TritonLaunch:
-    """Kernel shape: points per program, warps, and consecutive levels per program (1 = sweep level by level).
-
-    ``merge_x_pairs`` / ``merge_x_pairs_forward``: x-neighbour entries 2k, 2k+1 as one 16-byte access in the
-    backward / forward (F <= 2 only). ``grad_partitions``: the backward sweeps a level larger than
-    ``partition_budget_bytes`` in that many passes, each over an L2-sized range of its entries (one level a program;
-    the budget is a field so that tests can split tiny levels). What each measured: benchmarks/NOTES-encoding.md.
-    """
-
-    block: int = 256
-    num_warps: int = 4
-    levels_per_program: int = 1
-    merge_x_pairs: bool = False
-    merge_x_pairs_forward: bool = False
-    grad_partitions: int = 1
-    partition_budget_bytes: int = GRAD_PARTITION_BUDGET_BYTES
-
-    def __post_init__(self) -> None:
-        if self.block < 16 or self.block & (self.block - 1):
-            raise ValueError(f"TritonLaunch.block must be a power of two >= 16, got {self.block}")
-        if self.num_warps not in (1, 2, 4, 8, 16):
-            raise ValueError(f"TritonLaunch.num_warps must be 1, 2, 4, 8 or 16, got {self.num_warps}")
-        if self.levels_per_program < 1:
-            raise ValueError(f"TritonLaunch.levels_per_program must be >= 1, got {self.levels_per_program}")
-        if self.grad_partitions < 1 or self.grad_partitions & (self.grad_partitions - 1):
-            raise ValueError(f"TritonLaunch.grad_partitions must be a power of two >= 1, got {self.grad_partitions}")
-        if self.grad_partitions > 1 and self.levels_per_program > 1:
-            raise ValueError("TritonLaunch.grad_partitions > 1 needs levels_per_program=1 (a pass is one level's "
-                             f"entry range), got levels_per_program={self.levels_per_program}")
-        if self.partition_budget_bytes < 0:
-            raise ValueError(f"TritonLaunch.partition_budget_bytes must be >= 0, got {self.partition_budget_bytes}")
-
-    @property
-    def name(self) -> str:
-        """A short name for results and test ids: ``b128_w4_lpp4`` plus ``_xpairs`` (merged in the backward, the
-        name since version 1.1), ``_fwdxpairs`` (in the forward), ``_gradparts<P>`` and a non-default budget."""
-        return (f"b{self.block}_w{self.num_warps}_lpp{self.levels_per_program}"
-                + ("_xpairs" if self.merge_x_pairs else "") + ("_fwdxpairs" if self.merge_x_pairs_forward else "")
-                + (f"_gradparts{self.grad_partitions}" if self.grad_partitions > 1 else "")
-                + (f"_budget{self.partition_budget_bytes}"
-                   if self.partition_budget_bytes != GRAD_PARTITION_BUDGET_BYTES else ""))
-
-
-def measured_launch(config: HashGridConfig) -> TritonLaunch:
-    """The kernel shape that ran fastest for this feature width in bench_encoding.py (H200, 2026-12-02; the numbers
-    are in benchmarks/NOTES-encoding.md)."""
-    if config.features_per_level <= 2:
-        return TritonLaunch(block=128, num_warps=4, levels_per_program=4, merge_x_pairs=True,
-                            merge_x_pairs_forward=True)
-    return TritonLaunch(block=128, num_warps=4, levels_per_program=1, grad_partitions=4)
-
-
 @functools.cache
 def triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
-
-
-def triton_interpreter_enabled() -> bool:
-    """Triton's CPU interpreter (TRITON_INTERPRET=1, read when triton is imported) runs kernels on CPU tensors."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 class HashGridEncoding(torch.nn.Module):

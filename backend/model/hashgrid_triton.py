@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .hashgrid import (HASH_PRIMES, HashGridConfig, TritonLaunch, check_active_levels, check_positions,
-                       grid_levels, measured_launch, triton_interpreter_enabled)
+from .hashgrid_launch import TritonLaunch, measured_launch, triton_interpreter_enabled
+from .hashgrid_layout import HASH_PRIMES, HashGridConfig, check_active_levels, check_positions, grid_levels
 
 _META_FIELDS: tl.constexpr = tl.constexpr(4)   # per level, int32: entry offset, size, resolution, hashed
 _PRIME_Y: tl.constexpr = tl.constexpr(HASH_PRIMES[1])

@@ -11,8 +11,8 @@ import os
 import pytest
 import torch
 
-from carrara.backend.model.hashgrid import (GRAD_PARTITION_BUDGET_BYTES, HashGridConfig, HashGridEncoding,
-                                            TritonLaunch, encode_reference, grid_levels, vertex_index)
+from carrara.backend.model.hashgrid import HashGridConfig, HashGridEncoding, encode_reference, grid_levels, vertex_index
+from carrara.backend.model.hashgrid_launch import GRAD_PARTITION_BUDGET_BYTES, TritonLaunch
 
 # Two levels small enough to compute by hand: base 4, max 8, so b = 2, scales 3 and 7, R = 4 and 8.
 # T = 8: level 0 (4^3 = 64 vertices) is dense; level 1 (8^3 = 512 > 256) is hashed.

@@ -38,8 +38,8 @@ def _run_checks() -> int:
     import torch
 
     from carrara.backend.model import hashgrid_triton
-    from carrara.backend.model.hashgrid import (GRAD_PARTITION_BUDGET_BYTES, HashGridConfig, HashGridEncoding,
-                                                TritonLaunch, encode_reference)
+    from carrara.backend.model.hashgrid import HashGridConfig, HashGridEncoding, encode_reference
+    from carrara.backend.model.hashgrid_launch import GRAD_PARTITION_BUDGET_BYTES, TritonLaunch
 
     generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
     dense_and_hashed = HashGridConfig(n_levels=4, features_per_level=2, log2_hashmap_size=9, base_resolution=4,
