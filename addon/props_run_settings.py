@@ -3,17 +3,12 @@ from __future__ import annotations
 
 import bpy
 
-from ..shared.jobs import AssetSettings, ReconstructConfig
+from ..shared.jobs import PRESET_INFO, AssetSettings, ReconstructConfig
 
 _ASSET = AssetSettings()
 _RUN = ReconstructConfig()
 
-PRESET_ITEMS = [
-    ("preview", "Preview", "About a minute on one recent GPU: shape and placement"),
-    ("standard", "Standard", "About ten minutes on one recent GPU: a finished asset"),
-    ("high", "High", "Trains until it stops improving: the most detail"),
-    ("ci", "Quick Test", "Seconds on a CPU, a coarse blob: checks the set-up end to end"),
-]
+PRESET_ITEMS = [(info.name, info.label, info.description) for info in PRESET_INFO]
 DEVICE_ITEMS = [("auto", "Auto", "The GPU when the backend has one, else the CPU"),
                 ("cuda", "GPU", "Fail rather than train on the CPU"), ("cpu", "CPU", "Train on the CPU (slow)")]
 SEND_ITEMS = [("AUTO", "When Needed", "Send the photos only if the backend cannot read their folder"),
@@ -23,7 +18,7 @@ SEND_ITEMS = [("AUTO", "When Needed", "Send the photos only if the backend canno
 class ReconstructSettings(bpy.types.PropertyGroup):
     """The artist's choices for the next run; defaults come from the job config's."""
 
-    preset: bpy.props.EnumProperty(name="Quality", items=PRESET_ITEMS, default="standard")
+    preset: bpy.props.EnumProperty(name="Quality", items=PRESET_ITEMS, default=_RUN.preset)
     iterations: bpy.props.IntProperty(name="Iterations", default=0, min=0,
                                       description="Training iterations; 0 uses the quality preset's")
     device: bpy.props.EnumProperty(name="Device", items=DEVICE_ITEMS, default=_RUN.device)
@@ -34,7 +29,7 @@ class ReconstructSettings(bpy.types.PropertyGroup):
         unit='TIME_ABSOLUTE', description="Seconds between streamed preview meshes; 0 turns previews off")
     preview_resolution: bpy.props.IntProperty(name="Preview Resolution", default=_RUN.preview_resolution,
                                               min=16, max=1024, description="Cells across the sphere for previews")
-    mesh_resolution: bpy.props.IntProperty(name="Resolution", default=1024, min=32, max=4096,
+    mesh_resolution: bpy.props.IntProperty(name="Resolution", default=_ASSET.mesh_resolution, min=32, max=4096,
                                            description="Marching-cubes cells across the sphere for the final mesh")
     decimate_faces: bpy.props.IntProperty(name="Face Budget", default=_ASSET.decimate_faces, min=0,
                                           description="Decimate the final mesh to this many faces; 0 keeps all")

@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..shared.jobs import ARTIST_FACE_BUDGET, ENCODINGS, PREPARE_MAPPERS, PREPARE_MATCHERS, PrepareConfig
+from ..shared.jobs import (ARTIST_FACE_BUDGET, ENCODINGS, PREPARE_MAPPERS, PREPARE_MATCHERS, PRESET_INFO, PrepareConfig,
+                           ReconstructConfig)
 from .server.quotas import GIB, Quotas
 
 
@@ -48,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     train = verb("train", "train an SDF on a posed dataset and write a coloured mesh")
     train.add_argument("dataset", type=Path, help="COLMAP workspace/model folder or a transforms.json")
     train.add_argument("--out", type=Path, required=True, help="run folder (config, checkpoints, meshes)")
-    train.add_argument("--preset", default="standard", help="preview, standard, high (or ci for tests)")
+    train.add_argument("--preset", default=ReconstructConfig.preset,
+                       help="; ".join(f"{info.name}: {info.description}" for info in PRESET_INFO))
     train.add_argument("--iters", type=int, default=None, help="explicit iteration count, overriding the preset")
     train.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                         help="where to compute; auto takes the GPU when torch sees one")

@@ -12,7 +12,26 @@ from typing import Any
 from .protocol import ErrorCode, ProtocolError
 
 JOB_KINDS = ("check_dataset", "reconstruct", "extract", "prepare")
-PRESETS = ("ci", "preview", "standard", "high")
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    """A quality preset as an artist is offered it; its training settings are the backend's (train/presets.py)."""
+
+    name: str
+    label: str
+    description: str
+
+
+#: The quality presets, written once, in the order an artist is offered them (the add-on saves a choice by position).
+PRESET_INFO = (
+    PresetInfo("preview", "Preview", "About a minute on one recent GPU: shape and placement"),
+    PresetInfo("standard", "Standard", "About ten minutes on one recent GPU: a finished asset"),
+    PresetInfo("high", "High", "Trains until it stops improving: the most detail"),
+    PresetInfo("ci", "Quick Test", "Seconds on a CPU, a coarse blob: checks the set-up end to end"),
+)
+PRESETS = tuple(info.name for info in PRESET_INFO)
+
 SCENE_TYPES = ("object", "indoor", "outdoor")
 DEVICES = ("auto", "cuda", "cpu")
 #: Hash-grid implementations; auto takes the fastest that runs on the backend (tcnn, then triton on CUDA, then torch).
@@ -58,7 +77,8 @@ class CheckDatasetConfig:
 class AssetSettings:
     """How the delivered mesh is made: shared by a reconstruction's final step and a later re-extraction."""
 
-    mesh_resolution: int = 512             # cells across the sphere for the final mesh
+    # cells across the sphere for the final mesh: the detail a 2048-finest grid holds, then decimated to the budget
+    mesh_resolution: int = 1024
     decimate_faces: int = ARTIST_FACE_BUDGET  # face budget for the delivered mesh; 0 keeps every face
     vertex_colors: bool = True
     texture: bool = True                   # UV atlas with the colour field baked into a PNG

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...shared.jobs import PRESETS
 from ..render.renderer import SamplingConfig
 from .schedules import ScheduleConfig
 
@@ -77,8 +78,18 @@ class Preset:
 
 PLATEAU_MIN_GAIN_DB = 0.05
 
-PRESET_TABLE: dict[str, Preset] = {
-    "ci": Preset(
+
+def presets_in_shared_order(presets: tuple[Preset, ...]) -> dict[str, Preset]:
+    """The settings of each of shared/jobs.py's PRESETS, in its order: a preset missing on either side is an error."""
+    by_name = {p.name: p for p in presets}
+    if set(by_name) != set(PRESETS) or len(by_name) != len(presets):
+        raise RuntimeError(f"the backend's presets {[p.name for p in presets]} must be shared/jobs.py's PRESETS "
+                           f"{list(PRESETS)}, each once")
+    return {name: by_name[name] for name in PRESETS}
+
+
+PRESET_TABLE: dict[str, Preset] = presets_in_shared_order((
+    Preset(
         name="ci", iterations=300, rays_per_iter=128,
         n_levels=4, base_resolution=16, max_resolution=64, log2_hashmap_size=19, features_per_level=2,
         sdf_hidden=64, color_hidden=64, color_layers=2,
@@ -89,20 +100,20 @@ PRESET_TABLE: dict[str, Preset] = {
         schedule=ScheduleConfig(warmup=0.02, level_step=0.05, init_levels=2, anneal_end=0.1),
         validate_every=100, validation_rays=1024, checkpoint_every=200, checkpoint_every_s=60.0,
         cli_mesh_resolution=64, cli_texture_size=128),
-    "preview": Preset(
+    Preset(
         name="preview", iterations=2000, rays_per_iter=2048, log2_hashmap_size=20, features_per_level=4,
         sampling=SamplingConfig(n_uniform=16, n_guided=32, n_fine=16, fine_rounds=2, n_background=16),
         occupancy_resolution=64, validate_every=250, checkpoint_every=1000),
-    "standard": Preset(
+    Preset(
         name="standard", iterations=11000, rays_per_iter=4096, log2_hashmap_size=21, features_per_level=8,
         sampling=SamplingConfig(n_uniform=16, n_guided=32, n_fine=16, fine_rounds=3, n_background=32),
         validate_every=1000, checkpoint_every=2500),
-    "high": Preset(
+    Preset(
         name="high", iterations=100000, rays_per_iter=4096, stop_on_plateau=True,
         log2_hashmap_size=22, features_per_level=8,
         sampling=SamplingConfig(n_uniform=32, n_guided=48, n_fine=16, fine_rounds=4, n_background=32),
         schedule=ScheduleConfig(lr_steps=(0.6, 0.8)), validate_every=2000, checkpoint_every=5000),
-}
+))
 
 
 def preset(name: str) -> Preset:

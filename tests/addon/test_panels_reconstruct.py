@@ -5,6 +5,7 @@ import bpy
 import pytest
 
 from carrara.addon import ops_reconstruct, panel_reconstruction, panel_run
+from carrara.shared.jobs import PRESETS, ReconstructConfig
 from testkit import REPO_ROOT, draw_panel
 
 CHAIR = REPO_ROOT / "examples" / "chair"
@@ -46,6 +47,20 @@ def test_the_config_carries_the_sphere_and_settings_in_input_coordinates(registe
     assert config["sphere_center"] == pytest.approx(list(recon.sphere_center))
     assert (config["preset"], config["decimate_faces"], config["export_formats"]) == ("preview", 1234, ["glb"])
     assert config["iterations"] is None                         # 0 in the panel: the preset decides
+
+
+def test_the_run_settings_start_at_the_job_configs_defaults_and_offer_the_shared_presets(registered_addon):
+    scene = bpy.data.scenes.new("fresh")
+    try:
+        settings, defaults = scene.carrara.settings, ReconstructConfig()
+        asset = settings.asset_json()
+        assert asset == {name: getattr(defaults, name) for name in asset}
+        for name in ("preset", "device", "downscale", "preview_every_s", "preview_resolution"):
+            assert getattr(settings, name) == getattr(defaults, name), name
+        items = settings.bl_rna.properties["preset"].enum_items
+        assert [item.identifier for item in items] == list(PRESETS)
+    finally:
+        bpy.data.scenes.remove(scene)
 
 
 def test_a_distorted_model_is_refused_with_what_to_do(registered_addon):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from carrara.backend.train.presets import PRESET_TABLE
+from carrara.backend.train.presets import PRESET_TABLE, presets_in_shared_order
 from carrara.backend.train.schedules import Schedule, ScheduleConfig, per_level_scale
 from carrara.backend.train.settings import TrainSettings, build_settings
 from carrara.shared.jobs import PRESETS
@@ -37,6 +37,14 @@ def test_every_preset_of_the_protocol_exists_and_round_trips_through_json():
         for scene_type, alpha in (("object", True), ("indoor", False), ("outdoor", False)):
             settings = build_settings(preset, scene_type=scene_type, use_alpha=alpha, n_views=12, plan=None)
             assert TrainSettings.from_json(settings.to_json()) == settings
+
+
+def test_a_backend_preset_missing_from_shared_or_written_twice_is_refused():
+    defined = tuple(PRESET_TABLE.values())
+    assert list(presets_in_shared_order(defined[::-1])) == list(PRESETS)   # shared/jobs.py's order, whatever ours
+    for wrong in (defined[1:], defined + (defined[0],)):
+        with pytest.raises(RuntimeError, match="PRESETS"):
+            presets_in_shared_order(wrong)
 
 
 def test_scene_types_follow_neuralangelos_generated_configs():

@@ -15,8 +15,8 @@ def test_reconstruct_defaults_round_trip_through_json():
 
 
 def test_extract_needs_its_source_job_and_no_dataset():
-    config = jobs.config_from_json("extract", {"source_job_id": "j7", "mesh_resolution": 1024})
-    assert (config.source_job_id, config.mesh_resolution) == ("j7", 1024)
+    config = jobs.config_from_json("extract", {"source_job_id": "j7", "mesh_resolution": 768})
+    assert (config.source_job_id, config.mesh_resolution) == ("j7", 768)
     with pytest.raises(ProtocolError, match="'source_job_id'"):
         jobs.config_from_json("extract", {})
     with pytest.raises(ProtocolError, match="'dataset' is not a extract setting"):
