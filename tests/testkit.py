@@ -153,6 +153,28 @@ def start_backend(workspace: Path, port: int, *extra: str) -> "subprocess.Popen"
         log.close()
 
 
+def connect_client(address: str, timeout_s: float = 30.0) -> "Connection":
+    """The add-on's own Connection to a server under test, connected."""
+    from carrara.addon.connection import Connection
+    connection = Connection(address)
+    connection.open()
+    connection.wait_connected(timeout_s)
+    return connection
+
+
+def job_events(connection: "Connection", job_id: str, done: Callable[[list[dict]], bool],
+               timeout_s: float = 60.0) -> list[dict]:
+    """Event bodies of ``job_id`` as they arrive, until ``done(events)`` holds."""
+    import time
+    from carrara.shared import protocol as p
+    events: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    while not done(events):
+        assert time.monotonic() < deadline, f"timed out; events so far: {events[-5:]}"
+        events += [m.body for m in connection.poll(0.01) if m.type == p.MessageType.EVENT and m.job_id == job_id]
+    return events
+
+
 def stop_process(process: "subprocess.Popen", timeout_s: float = 20.0) -> int:
     """SIGTERM the process by its PID, SIGKILL it if it has not exited within ``timeout_s``; its exit code."""
     import subprocess

@@ -13,25 +13,11 @@ from carrara.shared import protocol as p
 from carrara.shared.checksum import file_sha256
 from carrara.shared.dataset_manifest import read_manifest
 from sfm_inputs import chair_photos
-from testkit import ServerThread
+from testkit import ServerThread, connect_client, job_events
 
 TERMINAL = {"finished", "failed", "cancelled", "interrupted"}
 
 
-def _connect(address: str) -> Connection:
-    connection = Connection(address)
-    connection.open()
-    connection.wait_connected(30)
-    return connection
-
-
-def _events_until(connection: Connection, job_id: str, done, timeout_s: float = 180.0) -> list[dict]:
-    events: list[dict] = []
-    deadline = time.monotonic() + timeout_s
-    while not done(events):
-        assert time.monotonic() < deadline, f"timed out; last events: {events[-5:]}"
-        events += [m.body for m in connection.poll(0.05) if m.type == p.MessageType.EVENT and m.job_id == job_id]
-    return events
 
 
 def _over(events) -> bool:
@@ -46,10 +32,10 @@ def _submit(connection: Connection, source, **settings) -> str:
 def test_a_prepare_job_reports_each_stage_and_publishes_its_dataset(tmp_path):
     photos = chair_photos(tmp_path / "photos", 8)
     with ServerThread(tmp_path / "workspace") as server:
-        connection = _connect(server.address)
+        connection = connect_client(server.address)
         assert "prepare" in connection.welcome["job_kinds"]
         job_id = _submit(connection, photos)
-        events = _events_until(connection, job_id, _over)
+        events = job_events(connection, job_id, _over, timeout_s=180.0)
         assert events[-1]["state"] == "finished", [e for e in events if e["event"] in ("log", "error")]
         phases = [e["phase"] for e in events if e["event"] == "progress"]
         assert [ph for i, ph in enumerate(phases) if ph not in phases[:i]] == \
@@ -71,17 +57,17 @@ def test_bad_input_fails_with_its_message_and_cancel_stops_a_running_job(tmp_pat
     (notes / "todo.txt").write_text("film the chair")
     photos = chair_photos(tmp_path / "photos", 8)
     with ServerThread(tmp_path / "workspace") as server:
-        connection = _connect(server.address)
+        connection = connect_client(server.address)
         bad = _submit(connection, notes)
-        events = _events_until(connection, bad, _over)
+        events = job_events(connection, bad, _over, timeout_s=180.0)
         error = next(e for e in events if e["event"] == "error")
         assert events[-1]["state"] == "failed" and error["traceback"] == ""
         assert "holds no photos" in error["message"] and "todo.txt" in error["message"]
         job_id = _submit(connection, photos)
-        _events_until(connection, job_id, lambda evs: any(e["event"] == "progress" and e["phase"] == "features"
-                                                          for e in evs))
+        job_events(connection, job_id, lambda evs: any(e["event"] == "progress" and e["phase"] == "features"
+                                                      for e in evs), timeout_s=180.0)
         connection.call(p.MessageType.CANCEL, job_id=job_id)
-        events = _events_until(connection, job_id, _over)
+        events = job_events(connection, job_id, _over, timeout_s=180.0)
         assert events[-1]["state"] == "cancelled"
         assert not any(e["event"] == "progress" and e["phase"] == "mapping" for e in events)
         job_dir = server.server.workspace.job_dir(job_id)
@@ -94,7 +80,7 @@ def test_a_video_uploaded_to_a_backend_that_cannot_see_it_is_prepared_from_the_u
     from sfm_inputs import chair_video
     clip = chair_video(tmp_path)
     with ServerThread(tmp_path / "workspace", uploads_only=True) as server:
-        connection = _connect(server.address)
+        connection = connect_client(server.address)
         with pytest.raises(RemoteError) as refused:        # the add-on's cue to upload the capture
             connection.call(p.MessageType.SUBMIT, {"kind": "prepare", "config": {"dataset": {"path": str(clip)}}})
         assert refused.value.code == p.ErrorCode.NEEDS_UPLOAD
@@ -111,7 +97,7 @@ def test_a_video_uploaded_to_a_backend_that_cannot_see_it_is_prepared_from_the_u
         assert refused.value.code == p.ErrorCode.BAD_FIELD and "output_path" in str(refused.value)
         job_id = connection.call(p.MessageType.SUBMIT, {"kind": "prepare", "config": {
             "dataset": {"upload_id": upload.upload_id}, "frames": 10, "max_features": 1024}}).job_id
-        events = _events_until(connection, job_id, _over)
+        events = job_events(connection, job_id, _over, timeout_s=180.0)
         assert events[-1]["state"] == "finished", [e for e in events if e["event"] in ("log", "error")]
         assert any("walk.mp4: 60 frames" in e.get("line", "") for e in events)
         report = json.loads((server.server.workspace.job_dir(job_id) / "artifacts" / "prepare_report.json").read_text())

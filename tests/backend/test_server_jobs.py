@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -13,32 +12,12 @@ from carrara.addon.connection import Connection, RemoteError
 from carrara.backend.mesh import atlas
 from carrara.backend.server.workspace import Workspace
 from carrara.shared import protocol as p
-from testkit import ServerThread, free_tcp_port, real_colmap_model, shared_dataset, start_backend, stop_process, \
-    team_param, write_colmap_dataset, write_instant_ngp_chair, write_nerf_synthetic_chair
+from testkit import ServerThread, connect_client, free_tcp_port, job_events, real_colmap_model, shared_dataset, \
+    start_backend, stop_process, team_param, write_colmap_dataset, write_instant_ngp_chair, write_nerf_synthetic_chair
 
 #: Photos big enough that checking them takes a few seconds: time for a test to cancel or stop the job.
 SLOW = {"count": 24, "size": (3000, 3000)}
 TERMINAL = {"finished", "failed", "cancelled", "interrupted"}
-
-
-def _connect(address: str, timeout_s: float = 30.0) -> Connection:
-    connection = Connection(address)
-    connection.open()
-    connection.wait_connected(timeout_s)
-    return connection
-
-
-def _wait_events(connection: Connection, job_id: str, done, timeout_s: float = 60.0) -> list[dict]:
-    """Events of ``job_id`` until ``done(events)`` holds."""
-    events: list[dict] = []
-    deadline = time.monotonic() + timeout_s
-    while not done(events):
-        assert time.monotonic() < deadline, f"timed out; events so far: {events[-5:]}"
-        for message in connection.poll(0.01):
-            if message.type == p.MessageType.EVENT and message.job_id == job_id:
-                events.append(message.body)
-        time.sleep(0.005)
-    return events
 
 
 def _state_is(*states):
@@ -61,9 +40,9 @@ def _logs(events) -> list[str]:
 def test_check_dataset_finishes_with_progress_and_a_report(tmp_path):
     dataset = write_colmap_dataset(tmp_path / "dataset", 3)
     with ServerThread(tmp_path / "workspace") as server:
-        connection = _connect(server.address)
+        connection = connect_client(server.address)
         job_id = _submit_check(connection, dataset)
-        events = _wait_events(connection, job_id, _state_is(*TERMINAL))
+        events = job_events(connection, job_id, _state_is(*TERMINAL))
         assert events[-1]["state"] == "finished"
         progress = [e for e in events if e["event"] == "progress"]
         assert [(e["iteration"], e["total"], e["phase"]) for e in progress] == [(1, 3, "check"), (2, 3, "check"),
@@ -89,9 +68,9 @@ def test_check_dataset_names_every_broken_photo(tmp_path):
     Image.new("RGB", (32, 24)).save(images / "img_003.png")
     (images / "img_004.png").write_text("not an image")
     with ServerThread(tmp_path / "workspace") as server:
-        connection = _connect(server.address)
+        connection = connect_client(server.address)
         job_id = _submit_check(connection, dataset)
-        events = _wait_events(connection, job_id, _state_is(*TERMINAL))
+        events = job_events(connection, job_id, _state_is(*TERMINAL))
         assert events[-1]["state"] == "failed"
         problems = {line.split(": ", 1)[0]: line for line in _logs(events)}
         assert "is missing" in problems[str(images / "img_001.png")]
@@ -111,9 +90,9 @@ def test_check_dataset_on_real_photos(tmp_path, name, photos):
     """The bundled chair's 400x400 RGBA renders, and the team's 1536x1024 fountain photos on top."""
     model = real_colmap_model(name)
     with ServerThread(tmp_path / "workspace") as server:
-        connection = _connect(server.address)
+        connection = connect_client(server.address)
         job_id = _submit_check(connection, model.parent.parent)          # the workspace above sparse/0
-        events = _wait_events(connection, job_id, _state_is(*TERMINAL))
+        events = job_events(connection, job_id, _state_is(*TERMINAL))
         assert events[-1]["state"] == "finished", _logs(events)
         assert any(line.startswith(f"dataset OK: {photos} photos") for line in _logs(events))
         connection.close()
@@ -123,9 +102,9 @@ def test_a_model_that_does_not_read_fails_naming_it(tmp_path):
     (tmp_path / "sparse").mkdir()
     (tmp_path / "sparse" / "cameras.bin").write_bytes(b"\x01")
     with ServerThread(tmp_path / "workspace") as server:
-        connection = _connect(server.address)
+        connection = connect_client(server.address)
         job_id = _submit_check(connection, tmp_path)
-        events = _wait_events(connection, job_id, _state_is(*TERMINAL))
+        events = job_events(connection, job_id, _state_is(*TERMINAL))
         assert events[-1]["state"] == "failed"
         error = next(e for e in events if e["event"] == "error")
         assert "does not read" in error["message"] and "images.bin" in error["message"]
@@ -136,23 +115,23 @@ def test_a_model_that_does_not_read_fails_naming_it(tmp_path):
 def test_one_job_at_a_time_cancel_and_resume(tmp_path):
     dataset = write_colmap_dataset(tmp_path / "dataset", **SLOW)
     with ServerThread(tmp_path / "workspace") as server:
-        connection = _connect(server.address)
+        connection = connect_client(server.address)
         first = _submit_check(connection, dataset)
         second = _submit_check(connection, dataset)
-        _wait_events(connection, first, _running_with_progress)
+        job_events(connection, first, _running_with_progress)
         assert connection.call(p.MessageType.ATTACH, job_id=second).body["job"]["state"] == "queued"
         cancelled = connection.call(p.MessageType.CANCEL, job_id=second).body["job"]
         assert (cancelled["state"], cancelled["reason"]) == ("cancelled", "cancelled before it started")
         reply = connection.call(p.MessageType.CANCEL, job_id=first).body["job"]
         assert reply["state"] == "running" and "cancel requested" in reply["reason"]
-        events = _wait_events(connection, first, _state_is(*TERMINAL))
+        events = job_events(connection, first, _state_is(*TERMINAL))
         assert events[-1]["state"] == "cancelled"
         stopped_after = max(e["iteration"] for e in events if e["event"] == "progress")
         assert stopped_after < SLOW["count"]
         with pytest.raises(RemoteError, match="only queued or running jobs can be cancelled"):
             connection.call(p.MessageType.CANCEL, job_id=first)
         assert connection.call(p.MessageType.RESUME, job_id=first).body["job"]["state"] == "queued"
-        events = _wait_events(connection, first, _state_is("finished", "failed"))
+        events = job_events(connection, first, _state_is("finished", "failed"))
         assert events[-1]["state"] == "finished"
         resumed_from = min(e["iteration"] for e in events if e["event"] == "progress")
         assert resumed_from == stopped_after + 1
@@ -168,13 +147,13 @@ def test_restarted_server_lists_finished_and_interrupted_jobs_and_resumes(tmp_pa
     workspace, port = tmp_path / "workspace", free_tcp_port()
     backend = start_backend(workspace, port)
     try:
-        connection = _connect(f"tcp://127.0.0.1:{port}")
+        connection = connect_client(f"tcp://127.0.0.1:{port}")
         done = _submit_check(connection, quick)
-        _wait_events(connection, done, _state_is(*TERMINAL))
+        job_events(connection, done, _state_is(*TERMINAL))
         interrupted = _submit_check(connection, slow)
-        events = _wait_events(connection, interrupted, _running_with_progress)
+        events = job_events(connection, interrupted, _running_with_progress)
         backend.send_signal(signal.SIGTERM)
-        events += _wait_events(connection, interrupted, _state_is(*TERMINAL), timeout_s=30)
+        events += job_events(connection, interrupted, _state_is(*TERMINAL), timeout_s=30)
         assert events[-1]["state"] == "interrupted"
         assert backend.wait(30) == 0
         connection.close()
@@ -185,7 +164,7 @@ def test_restarted_server_lists_finished_and_interrupted_jobs_and_resumes(tmp_pa
 
     backend = start_backend(workspace, port)
     try:
-        connection = _connect(f"tcp://127.0.0.1:{port}")
+        connection = connect_client(f"tcp://127.0.0.1:{port}")
         jobs = {job["job_id"]: job for job in connection.call(p.MessageType.LIST_JOBS).body["jobs"]}
         assert jobs[done]["state"] == "finished"
         assert jobs[interrupted]["state"] in ("queued", "running", "finished")   # requeued by itself
@@ -194,7 +173,7 @@ def test_restarted_server_lists_finished_and_interrupted_jobs_and_resumes(tmp_pa
         assert states[:4] == ["queued", "running", "interrupted", "queued"]
         assert "resuming from the last checkpoint" in snapshot["history"][3]["reason"]
         if snapshot["state"] != "finished":
-            _wait_events(connection, interrupted, _state_is("finished"))
+            job_events(connection, interrupted, _state_is("finished"))
         final = connection.call(p.MessageType.ATTACH, job_id=interrupted).body["job"]
         assert (final["state"], final["attempts"], final["crashes"]) == ("finished", 2, 0)
         connection.close()
@@ -207,9 +186,9 @@ def test_a_killed_server_resumes_its_job_at_the_next_start(tmp_path):
     workspace, port = tmp_path / "workspace", free_tcp_port()
     backend = start_backend(workspace, port)
     try:
-        connection = _connect(f"tcp://127.0.0.1:{port}")
+        connection = connect_client(f"tcp://127.0.0.1:{port}")
         job_id = _submit_check(connection, slow)
-        _wait_events(connection, job_id, _running_with_progress)
+        job_events(connection, job_id, _running_with_progress)
         os.kill(backend.pid, signal.SIGKILL)
         backend.wait(10)
         connection.close()
@@ -218,12 +197,12 @@ def test_a_killed_server_resumes_its_job_at_the_next_start(tmp_path):
     assert json.loads((workspace / "jobs" / job_id / "job.json").read_text())["state"] == "running"
     backend = start_backend(workspace, port)
     try:
-        connection = _connect(f"tcp://127.0.0.1:{port}")
+        connection = connect_client(f"tcp://127.0.0.1:{port}")
         snapshot = connection.call(p.MessageType.ATTACH, job_id=job_id).body["job"]
         assert snapshot["crashes"] == 1
         assert [h["state"] for h in snapshot["history"]][2:4] == ["interrupted", "queued"]
         if snapshot["state"] != "finished":
-            _wait_events(connection, job_id, _state_is("finished"))
+            job_events(connection, job_id, _state_is("finished"))
         connection.close()
     finally:
         assert stop_process(backend) == 0
@@ -236,7 +215,7 @@ def test_a_job_that_keeps_killing_the_server_is_not_retried_by_itself(tmp_path):
     record.attempts, record.crashes = 2, 2
     workspace.save(record)
     with ServerThread(workspace.root) as server:
-        connection = _connect(server.address)
+        connection = connect_client(server.address)
         snapshot = connection.call(p.MessageType.ATTACH, job_id=record.job_id).body["job"]
         assert (snapshot["state"], snapshot["attempts"], snapshot["crashes"]) == ("failed", 2, 3)
         assert "stopped 3 times while this job ran" in snapshot["error"]["message"]
@@ -259,9 +238,9 @@ def test_check_dataset_reads_transforms_json(tmp_path, name, path, photos, warni
     else:
         dataset = shared_dataset(name) / path
     with ServerThread(tmp_path / "workspace") as server:
-        connection = _connect(server.address)
+        connection = connect_client(server.address)
         job_id = _submit_check(connection, dataset)
-        events = _wait_events(connection, job_id, _state_is(*TERMINAL))
+        events = job_events(connection, job_id, _state_is(*TERMINAL))
         assert events[-1]["state"] == "finished", _logs(events)
         summary = [line for line in _logs(events) if line.startswith("dataset OK")]
         assert summary == [f"dataset OK: {photos} photos, 1 cameras, 0 points: 0 errors, {warnings} warnings"]
@@ -287,19 +266,19 @@ def test_extract_delivers_the_asset_again_from_a_reconstructions_checkpoint(tmp_
     from engine_scenes import cached_scene
     scene = cached_scene(tmp_path_factory)
     with ServerThread(tmp_path / "workspace") as server:
-        connection = _connect(server.address)
+        connection = connect_client(server.address)
         config = {"dataset": {"path": str(scene.folder)}, "sphere_center": scene.sphere_center.tolist(),
                   "sphere_radius": scene.sphere_radius, "preset": "ci", "iterations": 20, "device": "cpu",
                   "preview_every_s": 0.0, "mesh_resolution": 32, "texture": False, "export_formats": ["ply"]}
         source = connection.call(p.MessageType.SUBMIT, {"kind": "reconstruct", "config": config}).job_id
         connection.attach(source)
-        _wait_events(connection, source, _state_is("finished", "failed"), 300)
+        job_events(connection, source, _state_is("finished", "failed"), 300)
 
         again = {"source_job_id": source, "device": "cpu", "mesh_resolution": 48, "texture": True,
                  "texture_size": 64, "export_formats": ["glb"]}
         job_id = connection.call(p.MessageType.SUBMIT, {"kind": "extract", "config": again}).job_id
         connection.attach(job_id)
-        events = _wait_events(connection, job_id, _state_is("finished", "failed"), 300)
+        events = job_events(connection, job_id, _state_is("finished", "failed"), 300)
         assert events[-1]["state"] == "finished", events[-6:]
         finals = [e["artifact"] for e in events if e["event"] == "final_mesh"]
         assert len(finals) == 1 and finals[0]["iteration"] == 20 and finals[0]["stats"]["textured"]
@@ -310,7 +289,7 @@ def test_extract_delivers_the_asset_again_from_a_reconstructions_checkpoint(tmp_
         monkeypatch.setattr(atlas, "TIMEOUT_PER_MILLION_FACES_S", 0.0)
         job_id = connection.call(p.MessageType.SUBMIT, {"kind": "extract", "config": again}).job_id
         connection.attach(job_id)
-        events = _wait_events(connection, job_id, _state_is("finished", "failed"), 300)
+        events = job_events(connection, job_id, _state_is("finished", "failed"), 300)
         assert events[-1]["state"] == "finished", events[-6:]
         final = next(e["artifact"] for e in events if e["event"] == "final_mesh")
         assert not final["stats"]["textured"] and final["stats"]["vertex_colors"]
@@ -320,10 +299,10 @@ def test_extract_delivers_the_asset_again_from_a_reconstructions_checkpoint(tmp_
         broken = connection.call(p.MessageType.SUBMIT, {"kind": "reconstruct", "config": {
             **config, "dataset": {"path": str(tmp_path / "empty")}}}).job_id
         connection.attach(broken)
-        _wait_events(connection, broken, _state_is("finished", "failed"), 60)
+        job_events(connection, broken, _state_is("finished", "failed"), 60)
         job_id = connection.call(p.MessageType.SUBMIT, {"kind": "extract", "config": {
             **again, "source_job_id": broken}}).job_id
         connection.attach(job_id)
-        events = _wait_events(connection, job_id, _state_is("finished", "failed"), 60)
+        events = job_events(connection, job_id, _state_is("finished", "failed"), 60)
         errors = [e["message"] for e in events if e["event"] == "error"]
         assert events[-1]["state"] == "failed" and f"job {broken} has no checkpoint to extract from" in errors[0]

@@ -11,14 +11,7 @@ import pytest
 from carrara.addon.connection import Connection, RemoteError
 from carrara.addon.transfers import DatasetUpload, TransferState
 from carrara.shared import protocol as p
-from testkit import ServerThread, write_colmap_dataset
-
-
-def _connect(address: str) -> Connection:
-    connection = Connection(address)
-    connection.open()
-    connection.wait_connected(30)
-    return connection
+from testkit import ServerThread, connect_client, write_colmap_dataset
 
 
 def _files(root: Path) -> list[str]:
@@ -45,7 +38,7 @@ def server(tmp_path):
 
 def test_upload_then_check_then_upload_again_sends_nothing(server, tmp_path):
     dataset = write_colmap_dataset(tmp_path / "dataset", 4)
-    connection = _connect(server.address)
+    connection = connect_client(server.address)
     upload = _upload(dataset, _files(dataset))
     _run(upload, connection)
     assert upload.state == TransferState.DONE, upload.error
@@ -78,14 +71,14 @@ def test_an_upload_cut_short_resumes_from_the_offset_the_backend_holds(server, t
     folder.mkdir()
     content = np.random.default_rng(7).integers(0, 256, 300_000, np.uint8).tobytes()
     (folder / "photo.jpg").write_bytes(content)
-    connection = _connect(server.address)
+    connection = connect_client(server.address)
     first = _upload(folder, ["photo.jpg"], window=1, chunk_bytes=50_000)
     _run(first, connection, stop=lambda: first.bytes_sent >= 100_000)
     connection.poll(0.05)
     connection.close()                                     # the link drops mid-file
     assert first.state == TransferState.RUNNING
 
-    connection = _connect(server.address)
+    connection = connect_client(server.address)
     second = _upload(folder, ["photo.jpg"], window=1, chunk_bytes=50_000)
     _run(second, connection)
     assert second.state == TransferState.DONE, second.error
@@ -107,7 +100,7 @@ def test_an_upload_cut_short_resumes_from_the_offset_the_backend_holds(server, t
 
 
 def test_chunks_are_checked_for_offset_size_and_content(server):
-    connection = _connect(server.address)
+    connection = connect_client(server.address)
     data = b"0123456789"
     sha = hashlib.sha256(data).hexdigest()
     begun = connection.call(p.MessageType.UPLOAD_BEGIN, {"files": [["a/b.txt", 10, sha]]}).body
@@ -138,7 +131,7 @@ def test_chunks_are_checked_for_offset_size_and_content(server):
 
 def test_an_empty_file_needs_no_chunk(server, tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
-    connection = _connect(server.address)
+    connection = connect_client(server.address)
     upload = _upload(tmp_path, ["empty.txt"])
     _run(upload, connection)
     assert (upload.state, upload.bytes_sent) == (TransferState.DONE, 0)
@@ -154,7 +147,7 @@ def test_an_upload_of_thousands_of_photos_goes_through(server, tmp_path):
     (folder / "images").mkdir()
     for index, name in enumerate(names):
         (folder / name).write_bytes(index.to_bytes(4, "little"))
-    connection = _connect(server.address)
+    connection = connect_client(server.address)
     upload = _upload(folder, names, window=8)
     _run(upload, connection, timeout_s=90)
     assert upload.state == TransferState.DONE, upload.error
