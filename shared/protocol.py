@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence, Union
 
 import numpy as np
 
@@ -399,3 +399,149 @@ class ArtifactRef:
                    sha256=require(data, "sha256", str), kind=require(data, "kind", str),
                    iteration=require(data, "iteration", int, optional=True) or 0,
                    stats=require(data, "stats", dict, optional=True) or {})
+
+
+# --- typed job events: the backend writes them and the add-on reads them through the same records ----------------
+
+def _finite_or_none(value: Any) -> float | None:
+    """JSON has no NaN: a diverged loss travels as null."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class StateEvent:
+    """A job changed state; ``reason`` is the sentence an artist reads beside it."""
+
+    KIND: ClassVar[str] = EventKind.STATE
+    state: str
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "StateEvent":
+        state = require(data, "state", str)
+        if state not in JobState.ALL:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"body field 'state' is {state!r}, not a job state")
+        return cls(state=state, reason=require(data, "reason", str, optional=True) or "")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Where a job stands; a number the backend does not know (or that diverged) is None."""
+
+    KIND: ClassVar[str] = EventKind.PROGRESS
+    iteration: int
+    total: int
+    loss: float | None = None
+    psnr: float | None = None
+    rate: float | None = None     # iterations per second
+    eta_s: float | None = None
+    phase: str = "train"
+    fraction: float = 0.0
+
+    @classmethod
+    def at(cls, iteration: int, total: int, *, loss: float | None = None, psnr: float | None = None,
+           rate: float | None = None, eta_s: float | None = None, phase: str = "train") -> "ProgressEvent":
+        """The event for ``iteration`` of ``total``: non-finite numbers become None, the fraction is derived."""
+        iteration, total = int(iteration), int(total)
+        return cls(iteration=iteration, total=total, loss=_finite_or_none(loss), psnr=_finite_or_none(psnr),
+                   rate=_finite_or_none(rate), eta_s=_finite_or_none(eta_s), phase=str(phase),
+                   fraction=min(1.0, iteration / total) if total > 0 else 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "total": self.total, "loss": self.loss, "psnr": self.psnr,
+                "rate": self.rate, "eta_s": self.eta_s, "phase": self.phase, "fraction": self.fraction}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ProgressEvent":
+        def number(name: str) -> float | None:
+            return _finite_or_none(require(data, name, (int, float), optional=True))
+
+        return cls(iteration=require(data, "iteration", int), total=require(data, "total", int),
+                   loss=number("loss"), psnr=number("psnr"), rate=number("rate"), eta_s=number("eta_s"),
+                   phase=require(data, "phase", str, optional=True) or "",
+                   fraction=min(1.0, max(0.0, number("fraction") or 0.0)))
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One line of a job's log."""
+
+    KIND: ClassVar[str] = EventKind.LOG
+    LEVELS: ClassVar[tuple[str, ...]] = ("info", "warning", "error")
+    line: str
+    level: str = "info"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"line": clip_text(self.line, MAX_LOG_LINE_CHARS),
+                "level": self.level if self.level in self.LEVELS else "info"}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "LogEvent":
+        level = require(data, "level", str, optional=True) or "info"
+        return cls(line=require(data, "line", str), level=level if level in cls.LEVELS else "info")
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """Why a job failed; ``traceback`` is empty for a failure the artist can fix (bad input, a full disk)."""
+
+    KIND: ClassVar[str] = EventKind.ERROR
+    message: str
+    traceback: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"message": clip_text(self.message, MAX_ERROR_MESSAGE_CHARS), "traceback": self.traceback}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ErrorEvent":
+        return cls(message=require(data, "message", str),
+                   traceback=require(data, "traceback", str, optional=True) or "")
+
+
+@dataclass(frozen=True)
+class ArtifactEvent:
+    """A file a job finished: a preview or final mesh (``event`` says which) or any other result."""
+
+    event: str          # EventKind.PREVIEW_MESH, FINAL_MESH or ARTIFACT
+    artifact: ArtifactRef
+
+    KINDS: ClassVar[frozenset[str]] = frozenset({EventKind.PREVIEW_MESH, EventKind.FINAL_MESH, EventKind.ARTIFACT})
+
+    @property
+    def artifact_kind(self) -> str:
+        """What the file is: the mesh events name it, an ARTIFACT event carries it in its reference."""
+        return self.artifact.kind if self.event == EventKind.ARTIFACT else self.event
+
+    def to_json(self) -> dict[str, Any]:
+        return {"artifact": self.artifact.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], event: str = EventKind.ARTIFACT) -> "ArtifactEvent":
+        return cls(event=event, artifact=ArtifactRef.from_json(require(data, "artifact", dict)))
+
+
+JobEvent = Union[StateEvent, ProgressEvent, LogEvent, ErrorEvent, ArtifactEvent]
+_EVENT_TYPES: dict[str, Any] = {EventKind.STATE: StateEvent, EventKind.PROGRESS: ProgressEvent,
+                                EventKind.LOG: LogEvent, EventKind.ERROR: ErrorEvent}
+
+
+def job_event(job_id: str, record: JobEvent) -> Message:
+    """The EVENT message that carries ``record`` about job ``job_id``."""
+    kind = record.event if isinstance(record, ArtifactEvent) else record.KIND
+    return Message(type=MessageType.EVENT, body={"event": kind, **record.to_json()}, job_id=job_id)
+
+
+def read_event(body: dict[str, Any]) -> JobEvent:
+    """The typed record in an EVENT body; a ProtocolError names the field that is missing or wrong."""
+    kind = require(body, "event", str)
+    if kind in ArtifactEvent.KINDS:
+        return ArtifactEvent.from_json(body, kind)
+    if kind not in _EVENT_TYPES:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"body field 'event' is {kind!r}, not an event kind")
+    return _EVENT_TYPES[kind].from_json(body)
