@@ -39,7 +39,7 @@ from carrara.addon.connection import Connection  # noqa: E402
 from carrara.backend.data.dataset import dataset_sphere  # noqa: E402
 from carrara.backend.mesh.export import write_ply  # noqa: E402
 from carrara.backend.mesh.pipeline import build_mesh  # noqa: E402
-from carrara.backend.reconstruct import load_trained_model  # noqa: E402
+from carrara.backend.jobs.extract import load_trained_model  # noqa: E402
 from carrara.shared import protocol as p  # noqa: E402
 from chamfer import chamfer_against_meta  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 

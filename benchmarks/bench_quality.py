@@ -41,7 +41,7 @@ from carrara.backend.data.dataset import dataset_sphere, load_dataset  # noqa: E
 from carrara.backend.mesh.export import write_ply  # noqa: E402
 from carrara.backend.mesh.pipeline import build_mesh  # noqa: E402
 from carrara.backend.mesh.simplify import reduce_to_budget  # noqa: E402
-from carrara.backend.reconstruct import new_run_settings  # noqa: E402
+from carrara.backend.jobs.reconstruct import new_run_settings  # noqa: E402
 from carrara.backend.train.checkpoint import (list_checkpoints, load_latest, save_checkpoint,  # noqa: E402
                                               write_json_atomic)
 from carrara.backend.train.trainer import Trainer  # noqa: E402

@@ -42,7 +42,7 @@ import step_breakdown  # noqa: E402
 
 from carrara.backend.data.dataset import dataset_sphere, load_dataset  # noqa: E402
 from carrara.backend.render.renderer import SamplingConfig  # noqa: E402
-from carrara.backend.reconstruct import new_run_settings  # noqa: E402
+from carrara.backend.jobs.reconstruct import new_run_settings  # noqa: E402
 from carrara.backend.train.trainer import Trainer  # noqa: E402
 
 TARGET_SECONDS = {"preview": 60.0, "standard": 600.0}

@@ -19,9 +19,9 @@ from ...shared.camera_convention import c2w_opencv_from_colmap
 from ...shared.camera_models import pinhole_intrinsics
 from ...shared.dataset_source import DatasetSourceError, judge_dataset, read_dataset
 from ...shared.sphere import BoundingSphere, estimate_sphere
-from ..render.rays import camera_rays, intersect_unit_sphere
 from .normalization import SphereNormalization
 from .photo_probe import PhotoProbe
+from .rays import camera_rays, intersect_unit_sphere
 
 # Held-out views: one photo in HOLDOUT_EVERY, at most MAX_HOLDOUT, only when at least MIN_VIEWS_FOR_HOLDOUT remain.
 HOLDOUT_EVERY = 10

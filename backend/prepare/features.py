@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pycolmap
 
-from ..reporting import Reporter
 from .progress import StageProgress, failed, watched
+from .stage_reporter import StageReporter
 
 CAMERA_MODEL = "SIMPLE_RADIAL"   # one focal length and one radial term: what phone and DSLR photos need
 BATCHES = 20                     # progress steps per stage at most
@@ -30,7 +30,7 @@ def sift_device(asked: str) -> pycolmap.Device:
 
 
 def extract(database: Path, images_dir: Path, groups: list[list[str]], *, max_features: int, max_side: int,
-            device: pycolmap.Device, reporter: Reporter) -> None:
+            device: pycolmap.Device, reporter: StageReporter) -> None:
     """Features for every image of every group (each group one camera) into ``database``."""
     total = sum(len(group) for group in groups)
     batch = max(4, math.ceil(total / BATCHES))

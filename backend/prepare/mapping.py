@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pycolmap
 
-from ..reporting import Reporter
 from .progress import StageProgress, failed, watched
+from .stage_reporter import StageReporter
 
 MIN_REGISTERED = 3
 SEED = 1         # a fixed seed: the same photos give the same model run after run
@@ -26,7 +26,7 @@ class MappedModel:
 
 
 def map_images(database: Path, images_dir: Path, output: Path, names: list[str], *, mapper: str,
-               reporter: Reporter) -> MappedModel:
+               reporter: StageReporter) -> MappedModel:
     """Run the mapper and keep the largest model; fails when it holds fewer than three images."""
     output.mkdir(parents=True, exist_ok=True)
     progress = StageProgress(reporter, "mapping", len(names))
@@ -52,7 +52,7 @@ def map_images(database: Path, images_dir: Path, output: Path, names: list[str],
 
 
 def _keep_largest(models: dict[int, pycolmap.Reconstruction], output: Path, names: list[str], mapper: str,
-                  reporter: Reporter) -> MappedModel:
+                  reporter: StageReporter) -> MappedModel:
     if not models or max(m.num_reg_images() for m in models.values()) < MIN_REGISTERED:
         best = max((m.num_reg_images() for m in models.values()), default=0)
         raise failed("mapping", f"no model holds {MIN_REGISTERED} or more of the {len(names)} images (the largest "

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pycolmap
 
-from ..reporting import Reporter
 from .features import BATCHES
 from .progress import StageProgress, watched
+from .stage_reporter import StageReporter
 
 MIN_BATCH_PAIRS = 200           # each batch reloads descriptors: keep batches large enough to amortise that
 
 
 def match_pairs(database: Path, pairs: list[tuple[str, str]], work: Path, *, device: pycolmap.Device,
-                reporter: Reporter) -> int:
+                reporter: StageReporter) -> int:
     """Match ``pairs`` into ``database``; returns the number of geometrically verified pairs."""
     total = len(pairs)
     batch = max(MIN_BATCH_PAIRS, math.ceil(total / BATCHES))

@@ -15,8 +15,8 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from ...shared.jobs import PREPARE_PHOTO_SUFFIXES
-from ..reporting import Reporter
 from .progress import StageProgress, check_cancel, failed
+from .stage_reporter import StageReporter
 
 MIN_PHOTOS = 3
 _EXIF_IFD = 0x8769
@@ -46,7 +46,7 @@ def list_photos(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PREPARE_PHOTO_SUFFIXES)
 
 
-def import_photos(folder: Path, images_dir: Path, max_side: int, reporter: Reporter) -> PhotoSet:
+def import_photos(folder: Path, images_dir: Path, max_side: int, reporter: StageReporter) -> PhotoSet:
     """Copy (or scale down) every readable photo of ``folder`` into ``images_dir``; fails below three."""
     files = list_photos(folder)
     if not files:
@@ -81,7 +81,7 @@ def import_photos(folder: Path, images_dir: Path, max_side: int, reporter: Repor
     return result
 
 
-def _skip(result: PhotoSet, path: Path, exc: Exception, reporter: Reporter) -> None:
+def _skip(result: PhotoSet, path: Path, exc: Exception, reporter: StageReporter) -> None:
     result.skipped[str(path)] = f"does not decode as an image ({exc})"
     reporter.log(f"{path}: skipped, it does not decode as an image ({exc}); the other photos go on", "warning")
 

@@ -18,9 +18,9 @@ import pycolmap
 
 from ...shared.dataset_manifest import REPORT_NAME
 from ...shared.jobs import PREPARE_VIDEO_SUFFIXES, PrepareConfig
-from ..reporting import Reporter
 from . import features, mapping, matching, pairs, photos, undistortion, video
 from .progress import failed
+from .stage_reporter import StageReporter
 
 WORK_NAME = ".sfm"                 # the CLI's default work folder, inside the output
 LOG_NAME = "prepare_log.txt"
@@ -69,11 +69,11 @@ def find_input(source: Path) -> tuple[str, Path]:
     return "photos", source          # photos.import_photos says what the folder holds instead
 
 
-def prepare(source: Path, out: Path, work: Path, config: PrepareConfig, reporter: Reporter) -> PrepareResult:
-    """Run every stage; raises JobFailed (a message naming the stage, the file and what to do) or Cancelled."""
+def prepare(source: Path, out: Path, work: Path, config: PrepareConfig, reporter: StageReporter) -> PrepareResult:
+    """Run every stage; raises PrepareFailed (a message naming the stage, the file and what to do) or Cancelled."""
     kind, path = find_input(source)
     _check_output(out)
-    pycolmap.logging.minloglevel = int(pycolmap.logging.Level.WARNING.value)  # the Reporter tells the stages
+    pycolmap.logging.minloglevel = int(pycolmap.logging.Level.WARNING.value)  # the reporter tells the stages
     shutil.rmtree(work, ignore_errors=True)
     images_dir, database = work / "images", work / "database.db"
     work.mkdir(parents=True)

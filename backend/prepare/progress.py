@@ -1,7 +1,7 @@
 """Stage progress and cancel for work that runs inside pycolmap's C++: a watcher thread counts what the stage
-has written so far (k of N), reports it, and turns the Reporter's cancel into pycolmap's CancellationToken.
+has written so far (k of N), reports it, and turns the reporter's cancel into pycolmap's CancellationToken.
 
-pycolmap releases the GIL while it works, so the watcher runs beside it; the Reporter implementations are
+pycolmap releases the GIL while it works, so the watcher runs beside it; the reporters are
 thread-safe (the server's takes its lock, the terminal's only writes lines).
 """
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Callable, Iterator
 
 import pycolmap
 
-from ..reporting import Reporter
-from ..server.kinds import JobFailed
+from .stage_reporter import StageReporter
 
 POLL_INTERVAL_S = 0.25
 
@@ -23,10 +22,14 @@ class Cancelled(Exception):
     """The artist asked to stop; the pipeline leaves the work folder for the next run to clear."""
 
 
+class PrepareFailed(Exception):
+    """A stage cannot go on for a reason the artist can act on; the prepare job reports it as JobFailed."""
+
+
 class StageProgress:
     """Reports ``done`` of ``total`` for one stage (``phase``), with a rate and an ETA."""
 
-    def __init__(self, reporter: Reporter, phase: str, total: int):
+    def __init__(self, reporter: StageReporter, phase: str, total: int):
         self.reporter, self.phase, self.total = reporter, phase, max(int(total), 1)
         self.started = time.monotonic()
         self.last = -1
@@ -42,13 +45,13 @@ class StageProgress:
                                phase=self.phase)
 
 
-def check_cancel(reporter: Reporter) -> None:
+def check_cancel(reporter: StageReporter) -> None:
     if reporter.cancelled():
         raise Cancelled()
 
 
 @contextmanager
-def watched(reporter: Reporter, progress: StageProgress | None = None,
+def watched(reporter: StageReporter, progress: StageProgress | None = None,
             count: Callable[[], int] | None = None) -> Iterator[pycolmap.CancellationToken]:
     """Run a pycolmap call inside: ``count()`` is polled into ``progress``, a cancel request cancels the token.
 
@@ -82,6 +85,6 @@ def watched(reporter: Reporter, progress: StageProgress | None = None,
         raise Cancelled()
 
 
-def failed(stage: str, problem: str, action: str) -> JobFailed:
+def failed(stage: str, problem: str, action: str) -> PrepareFailed:
     """A failure the artist can act on, in one shape: the stage, what went wrong, what to do."""
-    return JobFailed(f"{stage}: {problem}. {action}")
+    return PrepareFailed(f"{stage}: {problem}. {action}")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pycolmap
 
-from ..reporting import Reporter
 from .progress import StageProgress, failed, watched
+from .stage_reporter import StageReporter
 
 STAGING = ".undistorting"
 SPACE_MARGIN = 1.5       # undistorted JPEGs are about as large as the inputs; ask for half as much again
@@ -21,7 +21,7 @@ _FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def undistort(model: pycolmap.Reconstruction, model_dir: Path, images_dir: Path, out: Path,
-              reporter: Reporter) -> None:
+              reporter: StageReporter) -> None:
     """Write ``out/images`` and ``out/sparse/0`` (PINHOLE) from ``model``'s registered images."""
     names = [model.images[i].name for i in model.reg_image_ids()]
     staging = out / STAGING

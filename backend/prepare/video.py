@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image
 
 from ...shared.jobs import PREPARE_VIDEO_SUFFIXES
-from ..reporting import Reporter
 from .progress import StageProgress, check_cancel, failed
+from .stage_reporter import StageReporter
 
 SCORE_SIDE = 360          # frames are scored at this longest side: blur shows at any scale, decoding cost does not
 BLUR_DROP_RATIO = 0.3     # a pick below this fraction of its neighbours' median sharpness is dropped
@@ -81,7 +81,7 @@ def choose_frames(scores: np.ndarray, count: int) -> tuple[list[int], int]:
 
 
 def extract_frames(video: Path, images_dir: Path, *, count: int, rate: float | None, max_side: int,
-                   reporter: Reporter) -> VideoFrames:
+                   reporter: StageReporter) -> VideoFrames:
     """Score, choose and write frames of ``video`` into ``images_dir`` as ``frame_<index>.jpg``."""
     scores, fps = _score(video, reporter)
     if len(scores) < MIN_FRAMES:
@@ -112,7 +112,7 @@ def extract_frames(video: Path, images_dir: Path, *, count: int, rate: float | N
     return VideoFrames(names, len(scores), dropped, fps)
 
 
-def _score(video: Path, reporter: Reporter) -> tuple[list[float], float]:
+def _score(video: Path, reporter: StageReporter) -> tuple[list[float], float]:
     scores: list[float] = []
     with _open(video) as container:
         stream = container.streams.video[0]

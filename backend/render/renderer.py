@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..data.rays import intersect_unit_sphere
 from ..model.neural_surface import NeuralSurface
 from ..profiling import step_range
 from .occupancy import OccupancyGrid
-from .rays import intersect_unit_sphere
 from .sampling import background_depths, neus_upsample, occupancy_guided, stratified
 from .volume import annealed_cos, composite, neus_alpha
 

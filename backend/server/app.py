@@ -25,10 +25,10 @@ from ...shared.protocol import (CHUNK_BYTES, HEARTBEAT_INTERVAL_S, HEARTBEAT_TIM
                                 MAX_HEADER_BYTES, MAX_MESSAGE_BYTES, MAX_MESSAGE_FRAMES, PROTOCOL_VERSION, ErrorCode,
                                 Message, MessageType, ProtocolError, decode, encode, error_reply,
                                 peek_request_id, reply_to, require)
-from .. import capabilities
+from ..jobs.kinds import registered_kinds
+from . import capabilities
 from .internal_errors import log_internal_error
 from .jobs import JobManager
-from .kinds import registered_kinds
 from .paths import confined_path, safe_relative_path
 from .quotas import Quotas
 from .security import AuthorizedKeys, check_bind, load_server_keys, secure_socket

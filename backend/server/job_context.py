@@ -35,7 +35,7 @@ def _finite_or_none(value: Any) -> float | None:
 
 
 class JobContext:
-    """One run of one job; implements ``carrara.backend.reporting.Reporter``."""
+    """One run of one job; implements ``carrara.backend.jobs.reporting.Reporter``."""
 
     def __init__(self, record: JobRecord, workspace: Workspace, lock: threading.RLock,
                  emit: Callable[[Message], None], cancel: threading.Event,

@@ -17,9 +17,10 @@ from typing import Any, Callable
 from ...shared.jobs import config_from_json, config_to_json
 from ...shared.protocol import (MAX_ERROR_MESSAGE_CHARS, MAX_HEADER_BYTES, ErrorCode, EventKind, JobState, Message,
                                 ProtocolError, clip_text, event, require)
+from ..jobs.failure import JobFailed
+from ..jobs.kinds import registered_kinds, runner
 from .internal_errors import log_internal_error
 from .job_context import JobContext
-from .kinds import JobFailed, registered_kinds, runner
 from .quotas import Quotas
 from .uploads import UploadStore
 from .workspace import JobRecord, Workspace

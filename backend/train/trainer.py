@@ -26,10 +26,10 @@ import torch
 from ..data.dataset import PosedDataset
 from ..data.images import ImageStore
 from ..data.normalization import SphereNormalization
+from ..data.rays import camera_rays
 from ..model.neural_surface import NeuralSurface
 from ..profiling import step_range
 from ..render.occupancy import OccupancyGrid
-from ..render.rays import camera_rays
 from ..render.renderer import Renderer
 from ..render.sampling import uniform_in_unit_ball
 from . import losses

@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 from carrara.backend.data.dataset import DatasetError, load_dataset, split_views
 from carrara.backend.data.images import MIN_BATCHES_PER_CHUNK, ImageStore
 from carrara.backend.data.normalization import SphereNormalization
-from carrara.backend.render.rays import camera_rays, intersect_unit_sphere
+from carrara.backend.data.rays import camera_rays, intersect_unit_sphere
 from carrara.shared.camera_convention import colmap_from_c2w_opencv
 from carrara.shared.colmap import write_model
 from carrara.shared.reconstruction import Camera, Image, Points3D, Reconstruction

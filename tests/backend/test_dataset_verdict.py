@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from carrara.backend.data.dataset import DatasetError, load_dataset
-from carrara.backend.server import check_dataset
-from carrara.backend.server.kinds import JobFailed
-from carrara.backend.train.run import TerminalReporter
+from carrara.backend.jobs import check_dataset
+from carrara.backend.cli.terminal import TerminalReporter
+from carrara.backend.jobs.failure import JobFailed
 from carrara.shared.jobs import CheckDatasetConfig, DatasetRef
 from dataset_corpus import CORPUS, SPHERE, colmap_beside_broken_transforms, distortion
 from testkit import ServerThread, shared_dataset, team_param

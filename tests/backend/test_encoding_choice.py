@@ -12,11 +12,11 @@ import torch
 from carrara.backend import cli
 # Loaded at collection, not inside a test: its TerminalReporter binds sys.stderr as a default argument when the
 # module loads, and a stream captured for one test is closed in the next.
-from carrara.backend.train import run as _cli_run  # noqa: F401
+from carrara.backend.cli import train as _cli_train  # noqa: F401
+from carrara.backend.jobs.extract import load_trained_model
 from carrara.backend.model.encoding_choice import (EncodingUnavailable, choose_encoding, encoding_for_checkpoint,
                                                    tcnn_import_error)
 from carrara.backend.model.hashgrid import IMPLEMENTATIONS
-from carrara.backend.reconstruct import load_trained_model
 from carrara.backend.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from carrara.backend.train.settings import TrainSettings
 from carrara.shared.jobs import ENCODINGS, ReconstructConfig, config_from_json

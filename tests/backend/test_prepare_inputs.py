@@ -12,7 +12,7 @@ from PIL import Image
 
 from carrara.backend.prepare import pairs, photos, video
 from carrara.backend.prepare.pipeline import find_input, prepare
-from carrara.backend.server.kinds import JobFailed
+from carrara.backend.prepare.progress import PrepareFailed
 from carrara.shared.jobs import DatasetRef, PrepareConfig
 from sfm_inputs import RecordingReporter, chair_photos
 
@@ -69,7 +69,7 @@ def test_a_folder_of_non_images_fails_naming_what_it_holds(tmp_path):
     folder.mkdir()
     (folder / "readme.txt").write_text("hello")
     (folder / "scan.pdf").write_bytes(b"%PDF-1.4")
-    with pytest.raises(JobFailed, match=r"photos: .*notes holds no photos .*readme.txt, scan.pdf.*Choose"):
+    with pytest.raises(PrepareFailed, match=r"photos: .*notes holds no photos .*readme.txt, scan.pdf.*Choose"):
         _prepare(folder, tmp_path)
 
 
@@ -78,7 +78,7 @@ def test_fewer_than_three_usable_photos_fail_and_the_corrupt_one_is_named(tmp_pa
     good = (folder / "r_95.png").read_bytes()
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + good[:300])
     reporter = RecordingReporter()
-    with pytest.raises(JobFailed, match=r"only 2 of the 3 photos .*1 do not decode.*at least 3"):
+    with pytest.raises(PrepareFailed, match=r"only 2 of the 3 photos .*1 do not decode.*at least 3"):
         _prepare(folder, tmp_path, reporter)
     assert any("broken.jpg: skipped" in line for line in reporter.lines("warning"))
 
@@ -111,11 +111,11 @@ def test_photos_larger_than_the_limit_are_scaled_and_keep_their_exif_focal(tmp_p
 def test_a_file_that_is_not_a_video_fails_naming_it(tmp_path):
     fake = tmp_path / "holiday.mp4"
     fake.write_bytes(np.random.default_rng(1).integers(0, 255, 5000, dtype=np.uint8).tobytes())
-    with pytest.raises(JobFailed, match=r"frames: .*holiday.mp4 does not open as a video.*H.264"):
+    with pytest.raises(PrepareFailed, match=r"frames: .*holiday.mp4 does not open as a video.*H.264"):
         _prepare(fake, tmp_path)
     text = tmp_path / "notes.txt"
     text.write_text("x")
-    with pytest.raises(JobFailed, match=r"input: .*notes.txt is not a video"):
+    with pytest.raises(PrepareFailed, match=r"input: .*notes.txt is not a video"):
         _prepare(text, tmp_path)
 
 
@@ -134,7 +134,7 @@ def test_a_video_whose_frames_do_not_decode_fails_naming_it(tmp_path):
     end = start - 8 + int.from_bytes(data[start - 8:start - 4], "big")
     data[start:end] = bytes(end - start)
     clip.write_bytes(bytes(data))
-    with pytest.raises(JobFailed, match=r"frames: .*damaged.mp4: no frame decodes.*re-export it as H.264"):
+    with pytest.raises(PrepareFailed, match=r"frames: .*damaged.mp4: no frame decodes.*re-export it as H.264"):
         _prepare(clip, tmp_path)
 
 
@@ -146,7 +146,7 @@ def test_a_video_file_without_picture_fails_naming_it(tmp_path):
         frame.sample_rate = 8000
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             container.mux(packet)
-    with pytest.raises(JobFailed, match=r"frames: .*voice.mkv holds no video stream"):
+    with pytest.raises(PrepareFailed, match=r"frames: .*voice.mkv holds no video stream"):
         _prepare(sound, tmp_path)
 
 
@@ -154,7 +154,7 @@ def test_an_upload_folder_holding_one_video_is_read_as_that_video(tmp_path):
     (tmp_path / "clip.mov").write_bytes(b"x")
     assert find_input(tmp_path) == ("video", tmp_path / "clip.mov")
     (tmp_path / "other.mp4").write_bytes(b"x")
-    with pytest.raises(JobFailed, match="holds 2 videos"):
+    with pytest.raises(PrepareFailed, match="holds 2 videos"):
         find_input(tmp_path)
 
 
@@ -162,7 +162,7 @@ def test_an_output_folder_holding_other_files_is_refused(tmp_path):
     folder = chair_photos(tmp_path / "photos", 3)
     (tmp_path / "dataset").mkdir()
     (tmp_path / "dataset" / "thesis.docx").write_text("precious")
-    with pytest.raises(JobFailed, match="output: .*already holds files that are not a prepared dataset"):
+    with pytest.raises(PrepareFailed, match="output: .*already holds files that are not a prepared dataset"):
         _prepare(folder, tmp_path)
     assert (tmp_path / "dataset" / "thesis.docx").read_text() == "precious"
 
@@ -170,5 +170,5 @@ def test_an_output_folder_holding_other_files_is_refused(tmp_path):
 @pytest.mark.skipif(pycolmap.has_cuda, reason="this pycolmap has CUDA: GPU SIFT is available")
 def test_gpu_sift_asked_for_without_a_cuda_build_says_what_to_install(tmp_path):
     folder = chair_photos(tmp_path / "photos", 3)
-    with pytest.raises(JobFailed, match="features: .*no CUDA.*pycolmap-cuda12"):
+    with pytest.raises(PrepareFailed, match="features: .*no CUDA.*pycolmap-cuda12"):
         _prepare(folder, tmp_path, device="cuda")

@@ -15,8 +15,7 @@ import pytest
 from PIL import Image
 
 from carrara.backend.prepare.pipeline import REPORT_NAME, prepare
-from carrara.backend.prepare.progress import Cancelled
-from carrara.backend.server.kinds import JobFailed
+from carrara.backend.prepare.progress import Cancelled, PrepareFailed
 from carrara.shared.colmap import read_model
 from carrara.shared.jobs import DatasetRef, PrepareConfig
 from sfm_inputs import CHAIR, CHAIR_PATH, RecordingReporter, chair_photos, prepared_chair
@@ -74,7 +73,7 @@ def test_photos_that_do_not_overlap_fail_at_mapping_with_what_to_do(tmp_path):
     for seed in range(4):     # unrelated textures: features everywhere, no two photos of one scene
         noise = np.random.default_rng(seed).integers(0, 255, (120, 160), np.uint8)
         Image.fromarray(noise).resize((320, 240), Image.Resampling.NEAREST).save(folder / f"wall_{seed}.png")
-    with pytest.raises(JobFailed, match=r"mapping: no model holds 3 or more of the 4 images.*overlap"):
+    with pytest.raises(PrepareFailed, match=r"mapping: no model holds 3 or more of the 4 images.*overlap"):
         prepare(folder, tmp_path / "dataset", tmp_path / "work", _config(folder, max_features=1024),
                 RecordingReporter())
     assert not (tmp_path / "dataset" / "images").exists()
@@ -116,7 +115,7 @@ def tiny_disk(tmp_path):
 def test_a_disk_that_fills_at_undistortion_fails_naming_it_and_leaves_no_half_dataset(tmp_path, tiny_disk):
     folder = chair_photos(tmp_path / "photos", 6)
     out = tiny_disk / "dataset"
-    with pytest.raises(JobFailed, match=r"undistortion: the disk of .*tiny_disk/dataset (is full|has .* MB free)"):
+    with pytest.raises(PrepareFailed, match=r"undistortion: the disk of .*tiny_disk/dataset (is full|has .* MB free)"):
         prepare(folder, out, tmp_path / "work", _config(folder, max_features=1024), RecordingReporter())
     assert sorted(p.name for p in out.iterdir()) == []
 

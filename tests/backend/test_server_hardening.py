@@ -194,22 +194,19 @@ def test_an_internal_error_replies_with_an_id_and_keeps_the_traceback_in_the_log
     assert error_id in err and "Traceback" in err and "a secret server detail" in err
 
 
-def test_a_crashing_job_sends_an_error_id_not_a_traceback(tmp_path, capfd):
-    from carrara.backend.server import kinds
+def test_a_crashing_job_sends_an_error_id_not_a_traceback(tmp_path, capfd, monkeypatch):
+    from carrara.backend.jobs import kinds
 
     def crash(config, job_dir, reporter, device):
         return 1 / 0
-    kinds.register_kind("check_dataset", crash)
-    try:
-        (tmp_path / "d").mkdir()
-        with ServerThread(tmp_path / "workspace") as server:
-            sock = _dealer(server.address)
-            job_id = _request(sock, p.MessageType.SUBMIT, {"kind": "check_dataset",
-                                                           "config": {"dataset": {"path": str(tmp_path / "d")}}}).job_id
-            job = _wait_state(sock, job_id)
-            sock.close()
-    finally:
-        kinds.register_kind("check_dataset", "carrara.backend.server.check_dataset:run")
+    monkeypatch.setitem(kinds._KINDS, "check_dataset", lambda: crash)
+    (tmp_path / "d").mkdir()
+    with ServerThread(tmp_path / "workspace") as server:
+        sock = _dealer(server.address)
+        job_id = _request(sock, p.MessageType.SUBMIT, {"kind": "check_dataset",
+                                                       "config": {"dataset": {"path": str(tmp_path / "d")}}}).job_id
+        job = _wait_state(sock, job_id)
+        sock.close()
     assert job["state"] == "failed" and job["error"]["traceback"] == ""
     error_id = job["error"]["error_id"]
     assert error_id in job["error"]["message"] and "ZeroDivisionError" in job["error"]["message"]

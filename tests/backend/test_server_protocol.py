@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zmq
 
-from carrara.backend.server.kinds import registered_kinds
+from carrara.backend.jobs.kinds import registered_kinds
 from carrara.shared import protocol as p
 from testkit import ServerThread, write_colmap_dataset
 
@@ -227,7 +227,7 @@ def test_extract_needs_a_reconstruction_to_extract_from(client, tmp_path):
 
 
 def test_a_kind_the_server_cannot_run_is_unavailable(client, monkeypatch):
-    from carrara.backend.server import kinds
+    from carrara.backend.jobs import kinds
     monkeypatch.delitem(kinds._KINDS, "reconstruct")         # as a backend built without the engine would be
     assert "reconstruct" not in registered_kinds()
     reply = _request(client, p.MessageType.SUBMIT, {"kind": "reconstruct", "config": {"dataset": {"path": "/d"}}})

@@ -9,7 +9,7 @@ import torch
 
 from carrara.backend.data.dataset import load_dataset
 from carrara.backend.render.occupancy import OccupancyGrid
-from carrara.backend.render.rays import camera_rays
+from carrara.backend.data.rays import camera_rays
 from carrara.backend.render.renderer import Renderer
 from carrara.backend.train.memory_plan import plan_memory
 from carrara.backend.train.presets import preset

@@ -16,7 +16,7 @@ import torch
 from plyfile import PlyData
 
 from carrara.backend import cli
-from carrara.backend.reconstruct import load_trained_model
+from carrara.backend.jobs.extract import load_trained_model
 from carrara.backend.train.checkpoint import list_checkpoints
 from carrara.backend.train.distributed import Distributed
 from engine_scenes import SceneTruth, cached_scene

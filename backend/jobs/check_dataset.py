@@ -17,9 +17,9 @@ from ...shared.dataset_source import DatasetProblem, DatasetSource, DatasetVerdi
 from ...shared.jobs import CheckDatasetConfig
 from ...shared.reconstruction import Points3D, Reconstruction
 from ..data.photo_probe import PhotoProbe
-from ..reporting import Reporter, allowed_roots
-from .kinds import JobFailed
-from .workspace import write_json_atomic
+from ..train.checkpoint import write_json_atomic
+from .failure import JobFailed
+from .reporting import Reporter, allowed_roots
 
 REPORT_NAME = "dataset_report.json"
 

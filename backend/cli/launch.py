@@ -2,8 +2,8 @@
 
 PyTorch's own launcher (``python -m torch.distributed.run --standalone``) starts the N processes, gives each its
 RANK/LOCAL_RANK and a rendezvous on a free local port, and ends them all when one fails; the processes then train
-as ``distributed.py`` says. N=1 trains in this process, as before. ``--device cpu --gpus N`` starts N CPU
-processes over gloo instead: slow, and meant for tests and for trying the path on a machine without GPUs.
+as ``backend/train/distributed.py`` says. N=1 trains in this process, as before. ``--device cpu --gpus N`` starts
+N CPU processes over gloo instead: slow, and meant for tests and for trying the path on a machine without GPUs.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 
-from .distributed import BACKEND_ENV, Distributed
+from ..train.distributed import BACKEND_ENV, Distributed
 
 
 def gpus_problem(gpus: int, device: str, visible_gpus: int) -> str | None:
@@ -50,7 +50,7 @@ def under_torchrun() -> bool:
 
 def train_on_gpus(args: argparse.Namespace, cli_argv: list[str]) -> int:
     """Train in this process (one GPU, or one rank already started by torchrun), or start torchrun for N."""
-    from .run import train_from_cli
+    from .train import train_from_cli
 
     if under_torchrun() or args.gpus == 1:
         try:

@@ -16,8 +16,9 @@ import torch
 from plyfile import PlyData
 
 from carrara.backend import cli
-from carrara.backend.reconstruct import load_trained_model, run_reconstruction
-from carrara.backend.server.kinds import JobFailed
+from carrara.backend.jobs.extract import load_trained_model
+from carrara.backend.jobs.failure import JobFailed
+from carrara.backend.jobs.reconstruct import run_reconstruction
 from carrara.backend.train.checkpoint import list_checkpoints
 from carrara.backend.train.presets import preset
 from carrara.shared.jobs import DatasetRef, ReconstructConfig

@@ -1,7 +1,8 @@
 """``carrara-backend``: one verb per job an engineer or a script asks of the backend.
 
 Verbs import their machinery lazily so that ``carrara-backend keys`` does not pay for torch, and paths named on
-the command line are checked before torch loads, so a typo fails at once.
+the command line are checked before torch loads, so a typo fails at once. Each verb that runs a job (``train``,
+``extract``, ``prepare``) has its module here and calls the job's functions in ``backend/jobs``, as the server does.
 """
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..shared.jobs import (ARTIST_FACE_BUDGET, ENCODINGS, PREPARE_MAPPERS, PREPARE_MATCHERS, PRESET_INFO, PrepareConfig,
+from ...shared.jobs import (ARTIST_FACE_BUDGET, ENCODINGS, PREPARE_MAPPERS, PREPARE_MATCHERS, PRESET_INFO, PrepareConfig,
                            ReconstructConfig)
-from .server.quotas import GIB, Quotas
+from ..server.quotas import GIB, Quotas
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,28 +111,25 @@ def main(argv: list[str] | None = None) -> int:
         print(missing, file=sys.stderr)
         return 2
     if args.verb == "serve":
-        from .server.app import serve
+        from ..server.app import serve
         quotas = Quotas(store_bytes=int(args.max_upload_gib * GIB), queued_jobs=args.max_queued_jobs,
                         keep_days=args.keep_days)
         return serve(bind=args.bind, workspace=args.workspace, keys_dir=args.keys, device=args.device,
                      uploads_only=args.uploads_only, allowed_roots=args.allow_root, shared_jobs=args.shared_jobs,
                      quotas=quotas)
     if args.verb == "keys":
-        from .server.security import make_keys
+        from ..server.security import make_keys
         for path in make_keys(args.directory):
             print(path)
         return 0
     if args.verb == "train":
-        from .train.launch import train_on_gpus
+        from .launch import train_on_gpus
         return train_on_gpus(args, sys.argv[1:] if argv is None else list(argv))
     if args.verb == "extract":
-        from .train.run import extract_from_cli
+        from .extract import extract_from_cli
         return extract_from_cli(args)
     if args.verb == "prepare":
-        from .prepare.run import prepare_from_cli
+        from .prepare import prepare_from_cli
         return prepare_from_cli(args)
     raise AssertionError(args.verb)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
