@@ -1,38 +1,27 @@
-"""The Blender skin: preferences, scene properties, operators, panels and the one client pump.
+"""The Blender skin, in rooms: properties, the scene builders, operators, panels and the client that talks to the
+backend; ``preferences`` stays beside this file because Blender finds an add-on's preferences by its root package.
 
-Modules register in the order listed; each exposes ``register()`` and ``unregister()``. Logic lives in plain
-functions (in these modules or in ``shared/``) that tests call without a UI.
+The rooms register in the order listed (each exposes ``register()`` and ``unregister()``) and unregister in
+reverse. They are imported only then, so ``client.connection`` and ``client.transfers`` load without bpy. Logic
+lives in plain functions (in these rooms or in ``shared/``) that tests call without a UI.
 """
 from __future__ import annotations
 
 import importlib
 
-# Property groups first (others refer to them), then operators, panels, and the pump last.
-_MODULES = (
-    "preferences",
-    "properties",
-    "ops_import",
-    "ops_sphere",
-    "ops_backend",
-    "ops_job_files",
-    "ops_reconstruct",
-    "ops_prepare",
-    "panel_reconstruction",
-    "panel_run",
-    "panel_backend",
-    "pump",
-)
+# Property groups first (the others refer to them), then the scene's handlers, operators, panels, and the pump last.
+_ROOMS = ("preferences", "properties", "scene", "operators", "panels", "client")
 
 
-def _modules():
-    return [importlib.import_module(f".{name}", __package__) for name in _MODULES]
+def _rooms():
+    return [importlib.import_module(f".{name}", __package__) for name in _ROOMS]
 
 
 def register() -> None:
-    for module in _modules():
-        module.register()
+    for room in _rooms():
+        room.register()
 
 
 def unregister() -> None:
-    for module in reversed(_modules()):
-        module.unregister()
+    for room in reversed(_rooms()):
+        room.unregister()

@@ -4,9 +4,9 @@ preview mesh on this side of the socket, and from the end of training to the fin
     python3 benchmarks/bench_loop.py                   # GPU machine: the bundled chair, preview preset, 2048 final
     python3 benchmarks/bench_loop.py --smoke           # here, on the CPU: the ci preset, a coarse mesh
 
-A real ``carrara-backend serve`` subprocess on loopback and the add-on's own client (``addon/connection.py`` and
-``addon/transfers.py``, which need no bpy): submit, follow the job's events, download every mesh the way the pump
-does (chunked, SHA-256 checked). Blender's own part, putting a mesh into the scene, is measured on the CPU by the
+A real ``carrara-backend serve`` subprocess on loopback and the add-on's own client
+(``addon/client/connection.py`` and ``addon/client/transfers.py``, which need no bpy): submit, follow the job's
+events, download every mesh the way the pump does (chunked, SHA-256 checked). Blender's own part, putting a mesh into the scene, is measured on the CPU by the
 tests and the import benchmark; the bpy wheel does not travel to the GPU machine.
 
 Figures: time to the submit reply, to the first progress event, to the first preview mesh downloaded, to the end
@@ -31,8 +31,8 @@ import _bootstrap
 
 CONTEXT = _bootstrap.run_context()
 
-from carrara.addon.connection import Connection, ConnectionState  # noqa: E402  (after the bootstrap)
-from carrara.addon.transfers import ArtifactDownload, TransferState  # noqa: E402
+from carrara.addon.client.connection import Connection, ConnectionState  # noqa: E402  (after the bootstrap)
+from carrara.addon.client.transfers import ArtifactDownload, TransferState  # noqa: E402
 from carrara.shared import protocol as p  # noqa: E402
 from carrara.shared.mesh_data import MeshData  # noqa: E402
 

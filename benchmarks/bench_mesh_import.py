@@ -26,7 +26,7 @@ CONTEXT = _bootstrap.run_context()
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 
-from carrara.addon import scene_mesh  # noqa: E402
+from carrara.addon.scene import mesh as scene_mesh  # noqa: E402
 from carrara.backend.mesh.export import write_ply  # noqa: E402
 from carrara.shared.mesh_data import MeshData  # noqa: E402
 
@@ -57,7 +57,7 @@ def torus_mesh(faces: int, texture_size: int = 1024) -> MeshData:
 
 
 def time_pump_import(path: Path, job_id: str, role: str) -> tuple[float, float]:
-    """Seconds to read the artifact and to place it, as ``pump._step_downloads`` then ``on_mesh_ready`` do."""
+    """Seconds to read the artifact and to place it, as ``mesh_delivery.step_mesh_downloads`` then ``on_mesh_ready`` do."""
     start = time.perf_counter()
     mesh = MeshData.read(path)
     read = time.perf_counter() - start

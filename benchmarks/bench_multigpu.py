@@ -35,7 +35,7 @@ CONTEXT = _bootstrap.run_context()
 
 import torch  # noqa: E402  (after the bootstrap, like the carrara imports)
 
-from carrara.addon.connection import Connection  # noqa: E402
+from carrara.addon.client.connection import Connection  # noqa: E402
 from carrara.backend.data.dataset import dataset_sphere  # noqa: E402
 from carrara.backend.mesh.export import write_ply  # noqa: E402
 from carrara.backend.mesh.pipeline import build_mesh  # noqa: E402

@@ -51,9 +51,11 @@ def main() -> int:
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     addon_utils.enable("carrara", default_set=True, handle_error=lambda exc: (_ for _ in ()).throw(exc))
-    from carrara.addon import pump
-    from carrara.addon.connection import ConnectionState
-    from carrara.addon.transfers import ArtifactDownload, TransferState
+    from carrara.addon.client import pump
+    from carrara.addon.client.keep_alive import connect
+    from carrara.addon.client.runtime import runtime
+    from carrara.addon.client.connection import ConnectionState
+    from carrara.addon.client.transfers import ArtifactDownload, TransferState
     from carrara.shared import protocol as p
 
     prefs = bpy.context.preferences.addons["carrara"].preferences
@@ -73,8 +75,8 @@ def main() -> int:
          f"centre {tuple(round(v, 3) for v in recon.sphere_center)}, radius {recon.sphere_radius:.3f}")
 
     # 2. Connect: the add-on starts the local backend itself.
-    pump.connect(bpy.context)
-    if not pump.process_pending(120, until=lambda: pump.runtime().connection.state == ConnectionState.CONNECTED):
+    connect(bpy.context)
+    if not pump.process_pending(120, until=lambda: runtime().connection.state == ConnectionState.CONNECTED):
         _say(f"the local backend did not answer: {bpy.context.window_manager.carrara_backend.problem}")
         return 1
     status = bpy.context.window_manager.carrara_backend
@@ -123,7 +125,7 @@ def main() -> int:
          f"{len(previews)} preview(s) before it")
 
     # 4. The backend's files: PLY and glTF.
-    connection = pump.runtime().connection
+    connection = runtime().connection
     snapshot = connection.call(p.MessageType.ATTACH, job_id=current.job_id).body["job"]
     for kind in ("ply", "glb"):
         ref_json = (snapshot.get("artifacts") or {}).get(kind)

@@ -155,7 +155,7 @@ def start_backend(workspace: Path, port: int, *extra: str) -> "subprocess.Popen"
 
 def connect_client(address: str, timeout_s: float = 30.0) -> "Connection":
     """The add-on's own Connection to a server under test, connected."""
-    from carrara.addon.connection import Connection
+    from carrara.addon.client.connection import Connection
     connection = Connection(address)
     connection.open()
     connection.wait_connected(timeout_s)

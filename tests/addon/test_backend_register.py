@@ -3,7 +3,9 @@ import bpy
 import pytest
 
 import carrara
-from carrara.addon import preferences, pump
+from carrara.addon import preferences
+from carrara.addon.client import pump
+from carrara.addon.client.runtime import runtime
 
 
 def _registered() -> dict:
@@ -29,7 +31,7 @@ def test_register_and_unregister_twice():
             assert bpy.context.window_manager.carrara_backend.state == "closed"
             assert len(bpy.context.scene.carrara.runs) == 0
             assert pump.pump_tick() == pump.IDLE_INTERVAL_S           # nothing wanted: no connection made
-            assert pump.runtime().connection is None
+            assert runtime().connection is None
         finally:
             carrara.unregister()
         assert not any(_registered().values()), _registered()

@@ -23,6 +23,7 @@ PLATFORM_TAGS = {"linux-x64": "manylinux_2_28_x86_64", "windows-x64": "win_amd64
                  "macos-x64": "macosx_10_15_universal2", "macos-arm64": "macosx_10_15_universal2"}
 ALLOWED_TOP = {"__init__.py", "blender_manifest.toml", "addon", "shared", "wheels"}
 PANELS = ("CARRARA_PT_backend", "CARRARA_PT_jobs", "CARRARA_PT_reconstruction")
+ROOMS = ("client", "operators", "panels", "properties", "scene")   # the add-on's sub-packages
 
 
 def _load(name: str, path: Path):
@@ -82,7 +83,8 @@ def test_zip_holds_only_the_extension(package, manifest):
         names = archive.namelist()
     assert {name.split("/")[0] for name in names} <= ALLOWED_TOP, sorted(names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "/." in n or n.startswith(".")]
-    assert {"__init__.py", "blender_manifest.toml", "addon/__init__.py", "shared/protocol.py"} <= set(names)
+    assert {"__init__.py", "blender_manifest.toml", "addon/__init__.py", "addon/preferences.py",
+            "shared/protocol.py", *(f"addon/{room}/__init__.py" for room in ROOMS)} <= set(names)
     assert sorted(n for n in names if n.startswith("wheels/")) == sorted(w.lstrip("./") for w in manifest["wheels"])
     on_disk = {p.relative_to(REPO_ROOT).as_posix() for d in ("addon", "shared") for p in (REPO_ROOT / d).rglob("*.py")
                if "__pycache__" not in p.parts}

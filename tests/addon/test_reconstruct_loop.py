@@ -11,7 +11,8 @@ import bpy
 import numpy as np
 import pytest
 
-from carrara.addon import pump
+from carrara.addon.client import pump
+from carrara.addon.client.keep_alive import connect
 from engine_scenes import SceneTruth, cached_scene
 from testkit import free_tcp_port, start_backend, stop_process
 
@@ -50,7 +51,7 @@ def _import_and_set_up(truth: SceneTruth, **settings) -> None:
 
 def _connect(backend_preferences, port: int) -> None:
     backend_preferences.backend_address = f"tcp://127.0.0.1:{port}"
-    pump.connect()
+    connect()
     _wait(lambda: _status().state == "connected", 60, "the welcome")
 
 

@@ -76,7 +76,7 @@ def test_every_problem_is_in_the_report_in_the_order_training_meets_them(tmp_pat
 ])
 def test_real_datasets_through_the_server_and_the_loader(tmp_path, name, path, fragment):
     """The fox (lens distortion, which the check once called a warning) fails both; the chair passes both."""
-    from carrara.addon.connection import Connection
+    from carrara.addon.client.connection import Connection
     from carrara.shared import protocol as p
     dataset = shared_dataset(name) / path
     with ServerThread(tmp_path / "workspace") as server:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from carrara.addon.connection import Connection, RemoteError
+from carrara.addon.client.connection import Connection, RemoteError
 from carrara.shared import protocol as p
 from carrara.shared.checksum import file_sha256
 from carrara.shared.dataset_manifest import read_manifest
@@ -77,7 +77,7 @@ def test_bad_input_fails_with_its_message_and_cancel_stops_a_running_job(tmp_pat
 
 
 def test_a_video_uploaded_to_a_backend_that_cannot_see_it_is_prepared_from_the_upload(tmp_path):
-    from carrara.addon.transfers import DatasetUpload, TransferState
+    from carrara.addon.client.transfers import DatasetUpload, TransferState
     from sfm_inputs import chair_video
     clip = chair_video(tmp_path)
     with ServerThread(tmp_path / "workspace", uploads_only=True) as server:

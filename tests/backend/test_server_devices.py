@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from carrara.addon.connection import Connection, RemoteError
+from carrara.addon.client.connection import Connection, RemoteError
 from carrara.backend.server import capabilities
 from carrara.shared import protocol as p
 from engine_scenes import SceneTruth, cached_scene

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from carrara.addon.connection import Connection
+from carrara.addon.client.connection import Connection
 from carrara.shared import protocol as p
 from testkit import free_tcp_port, stop_process
 

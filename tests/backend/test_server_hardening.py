@@ -12,7 +12,7 @@ import pytest
 import zmq
 import zmq.auth
 
-from carrara.addon.connection import Connection, CurveKeys
+from carrara.addon.client.connection import Connection, CurveKeys
 from carrara.backend.server.security import is_loopback, make_keys
 from carrara.backend.server.workspace import Workspace
 from carrara.shared import protocol as p
@@ -384,7 +384,7 @@ def _png(path, size=(64, 48)):
 
 
 def _upload_folder(connection, folder) -> str:
-    from carrara.addon.transfers import DatasetUpload, TransferState
+    from carrara.addon.client.transfers import DatasetUpload, TransferState
     files = {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*")) if path.is_file()}
     upload = DatasetUpload(files)
     deadline = time.monotonic() + 30

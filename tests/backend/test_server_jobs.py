@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from carrara.addon.connection import Connection, RemoteError
+from carrara.addon.client.connection import Connection, RemoteError
 from carrara.backend.mesh import atlas
 from carrara.backend.server.workspace import Workspace
 from carrara.shared import protocol as p

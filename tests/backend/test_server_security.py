@@ -7,7 +7,7 @@ import time
 import pytest
 import zmq.auth
 
-from carrara.addon.connection import Connection, CurveKeys, NotConnectedError, load_curve_keys
+from carrara.addon.client.connection import Connection, CurveKeys, NotConnectedError, load_curve_keys
 from carrara.backend.server.app import Server, serve
 from carrara.backend.server.security import is_loopback, make_keys
 from carrara.shared import protocol as p

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from carrara.addon.connection import Connection, RemoteError
-from carrara.addon.transfers import DatasetUpload, TransferState
+from carrara.addon.client.connection import Connection, RemoteError
+from carrara.addon.client.transfers import DatasetUpload, TransferState
 from carrara.shared import protocol as p
 from testkit import ServerThread, connect_client, write_colmap_dataset
 

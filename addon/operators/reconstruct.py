@@ -1,0 +1,111 @@
+"""Reconstruct from the panel: the imported model, its sphere and the run settings become a backend job.
+
+``reconstruct_config`` and ``readiness_problem`` are plain functions (tests and scripts call them); the operators
+only report what they say.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import bpy
+
+from ...shared.dataset_files import dataset_files
+from ...shared.jobs import config_from_json
+from ...shared.protocol import ProtocolError
+from ..client.keep_alive import CLIENT_FAILURES, ensure_connected
+from ..client.launches import launch_job, submit_job
+from ..properties.runs import UPLOADING
+
+
+def readiness_problem(scene: bpy.types.Scene) -> str | None:
+    """Why the scene cannot be reconstructed yet, in words that say what to do; None when it can."""
+    recon = scene.carrara.reconstruction
+    if not recon.has_capture:
+        return "Import a COLMAP model first (File > Import > COLMAP)"
+    if not recon.undistorted:
+        return (f"The model's cameras ({recon.camera_models}) are not undistorted: run COLMAP's image_undistorter "
+                "and import its output")
+    if not recon.images_dir and recon.source_format == "COLMAP":
+        return f"The photos of {recon.model_path} were not found: put them in an images/ folder beside the model"
+    return None
+
+
+def reconstruct_config(scene: bpy.types.Scene) -> dict[str, Any]:
+    """The ``reconstruct`` job config of this scene's reconstruction, sphere and settings, validated."""
+    recon, settings = scene.carrara.reconstruction, scene.carrara.settings
+    config = {
+        "dataset": {"path": bpy.path.abspath(recon.model_path)},
+        "sphere_center": [float(v) for v in recon.sphere_center],
+        "sphere_radius": float(recon.sphere_radius),
+        "scene_type": recon.scene_type,
+        "preset": settings.preset,
+        "iterations": settings.iterations or None,
+        "device": settings.device,
+        "downscale": float(settings.downscale),
+        "preview_every_s": float(settings.preview_every_s),
+        "preview_resolution": settings.preview_resolution,
+        **settings.asset_json(),
+    }
+    config_from_json("reconstruct", config)        # the backend would refuse it: say why here and now
+    return config
+
+
+class CARRARA_OT_reconstruct(bpy.types.Operator):
+    """Train a surface on the imported photos inside the sphere; previews stream in while it trains"""
+
+    bl_idname = "carrara.reconstruct"
+    bl_label = "Reconstruct"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene is not None and context.scene.carrara.reconstruction.has_capture
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        scene = context.scene
+        problem = readiness_problem(scene)
+        if problem:
+            self.report({'ERROR'}, problem)
+            return {'CANCELLED'}
+        try:
+            config = reconstruct_config(scene)
+            ensure_connected(context)
+            run = launch_job(scene, "reconstruct", config,
+                                  dataset_files=functools.partial(dataset_files, config["dataset"]["path"]),
+                                  upload_first=scene.carrara.settings.send_photos == "ALWAYS")
+        except ProtocolError as exc:
+            self.report({'ERROR'}, exc.message)
+            return {'CANCELLED'}
+        except CLIENT_FAILURES as exc:
+            self.report({'ERROR'}, str(exc))
+            return {'CANCELLED'}
+        self.report({'INFO'}, f"Reconstruction {'uploading' if run.state == UPLOADING else 'submitted'}")
+        return {'FINISHED'}
+
+
+class CARRARA_OT_extract_again(bpy.types.Operator):
+    """Make the final mesh again from this run's latest checkpoint with the current asset settings"""
+
+    bl_idname = "carrara.extract_again"
+    bl_label = "Extract Mesh"
+
+    job_id: bpy.props.StringProperty(name="Job")
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        settings = context.scene.carrara.settings
+        config = {"source_job_id": self.job_id, "device": settings.device, **settings.asset_json()}
+        try:
+            config_from_json("extract", config)
+            ensure_connected(context)
+            submit_job(context.scene, "extract", config)
+        except ProtocolError as exc:
+            self.report({'ERROR'}, exc.message)
+            return {'CANCELLED'}
+        except CLIENT_FAILURES as exc:
+            self.report({'ERROR'}, str(exc))
+            return {'CANCELLED'}
+        self.report({'INFO'}, f"Extraction from {self.job_id} submitted")
+        return {'FINISHED'}
+
+
+CLASSES = (CARRARA_OT_reconstruct, CARRARA_OT_extract_again)
