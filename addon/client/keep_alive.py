@@ -13,8 +13,6 @@ from .connection import Connection, ConnectionState, NotConnectedError, load_cur
 from .runs import abandon_unanswered_submits, followed_job_ids
 from .runtime import runtime, set_if_changed
 
-#: What the client's calls raise for an operator to report: each message says what to do.
-CLIENT_FAILURES = (NotConnectedError, OSError, ValueError, RuntimeError)
 RECONNECT_INTERVAL_S = 2.0
 INCOMPATIBLE_RETRY_S = 30.0
 

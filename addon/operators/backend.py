@@ -4,10 +4,10 @@ from __future__ import annotations
 import bpy
 
 from ..client import jobs, keep_alive, launches
-from ..client.keep_alive import CLIENT_FAILURES
 from ..client.runs import find_run
 from ..client.runtime import runtime
 from ..preferences import backend_settings
+from .reporting import report_outcome
 
 
 class CARRARA_OT_backend_connect(bpy.types.Operator):
@@ -17,13 +17,7 @@ class CARRARA_OT_backend_connect(bpy.types.Operator):
     bl_label = "Connect to Backend"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            connection = keep_alive.connect(context)
-        except CLIENT_FAILURES as exc:
-            self.report({'ERROR'}, str(exc))
-            return {'CANCELLED'}
-        self.report({'INFO'}, f"Connecting to {connection.address}")
-        return {'FINISHED'}
+        return report_outcome(self, lambda: f"Connecting to {keep_alive.connect(context).address}")
 
 
 class CARRARA_OT_backend_start_local(bpy.types.Operator):
@@ -33,13 +27,10 @@ class CARRARA_OT_backend_start_local(bpy.types.Operator):
     bl_label = "Start Local Backend"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
+        def start() -> str:
             keep_alive.start_local_backend(context)
-        except CLIENT_FAILURES as exc:
-            self.report({'ERROR'}, f"Local backend not started: {exc}")
-            return {'CANCELLED'}
-        self.report({'INFO'}, f"Local backend {runtime().local.note}")
-        return {'FINISHED'}
+            return f"Local backend {runtime().local.note}"
+        return report_outcome(self, start, failed=lambda why: f"Local backend not started: {why}")
 
 
 class CARRARA_OT_jobs_refresh(bpy.types.Operator):
@@ -49,12 +40,7 @@ class CARRARA_OT_jobs_refresh(bpy.types.Operator):
     bl_label = "Refresh Jobs"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            jobs.refresh_jobs()
-        except CLIENT_FAILURES as exc:
-            self.report({'ERROR'}, str(exc))
-            return {'CANCELLED'}
-        return {'FINISHED'}
+        return report_outcome(self, jobs.refresh_jobs)
 
 
 class _JobOperator:
@@ -66,12 +52,7 @@ class _JobOperator:
         if find_run(self.job_id) is None:
             self.report({'ERROR'}, f"No run of job {self.job_id!r} in this file")
             return {'CANCELLED'}
-        try:
-            self.run()
-        except CLIENT_FAILURES as exc:
-            self.report({'ERROR'}, str(exc))
-            return {'CANCELLED'}
-        return {'FINISHED'}
+        return report_outcome(self, self.run)
 
 
 class CARRARA_OT_job_cancel(_JobOperator, bpy.types.Operator):
@@ -134,13 +115,11 @@ class CARRARA_OT_check_dataset(bpy.types.Operator):
         if not self.directory:
             self.report({'ERROR'}, "Choose the dataset folder to check")
             return {'CANCELLED'}
-        try:
+        def submit() -> str:
             launches.submit_job(context.scene, "check_dataset", {"dataset": {"path": bpy.path.abspath(self.directory)}})
-        except CLIENT_FAILURES as exc:
-            self.report({'ERROR'}, f"Not submitted: {exc} (backend {backend_settings(context).address})")
-            return {'CANCELLED'}
-        self.report({'INFO'}, "Dataset check submitted")
-        return {'FINISHED'}
+            return "Dataset check submitted"
+        return report_outcome(self, submit,
+                              failed=lambda why: f"Not submitted: {why} (backend {backend_settings(context).address})")
 
 
 CLASSES = (CARRARA_OT_backend_connect, CARRARA_OT_backend_start_local, CARRARA_OT_jobs_refresh,

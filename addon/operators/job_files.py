@@ -6,22 +6,12 @@ from pathlib import Path
 import bpy
 
 from ..client import job_files, jobs
-from ..client.keep_alive import CLIENT_FAILURES
 from ..client.runs import find_run
+from .reporting import report_outcome
 
 
 class _OnJob:
     job_id: bpy.props.StringProperty(name="Job", options={'SKIP_SAVE'})
-
-    def _try(self, action) -> set[str]:
-        try:
-            message = action()
-        except CLIENT_FAILURES as exc:
-            self.report({'ERROR'}, str(exc))
-            return {'CANCELLED'}
-        if message:
-            self.report({'INFO'}, message)
-        return {'FINISHED'}
 
 
 class CARRARA_OT_job_save_results(_OnJob, bpy.types.Operator):
@@ -42,8 +32,8 @@ class CARRARA_OT_job_save_results(_OnJob, bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         folder = Path(bpy.path.abspath(self.directory)) if self.directory else None
-        return self._try(lambda: f"Saving {len(jobs.save_results(self.job_id, folder))} file(s) of job "
-                                 f"{self.job_id}")
+        return report_outcome(self, lambda: f"Saving {len(jobs.save_results(self.job_id, folder))} file(s) of job "
+                                            f"{self.job_id}")
 
 
 class CARRARA_OT_job_show_log(_OnJob, bpy.types.Operator):
@@ -53,8 +43,8 @@ class CARRARA_OT_job_show_log(_OnJob, bpy.types.Operator):
     bl_label = "Show Log"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        return self._try(lambda: jobs.show_log(self.job_id) or
-                         f"Fetching the log into the text block '{job_files.log_text_name(self.job_id)}'")
+        return report_outcome(self, lambda: jobs.show_log(self.job_id) or
+                              f"Fetching the log into the text block '{job_files.log_text_name(self.job_id)}'")
 
 
 class CARRARA_OT_job_copy_log(_OnJob, bpy.types.Operator):
@@ -69,7 +59,7 @@ class CARRARA_OT_job_copy_log(_OnJob, bpy.types.Operator):
             if run is None:
                 raise ValueError(f"no run of job {self.job_id!r} in this file")
             return f"Copied {job_files.copy_log(run, context.window_manager)} characters of the log"
-        return self._try(copy)
+        return report_outcome(self, copy)
 
 
 class CARRARA_OT_job_remove(_OnJob, bpy.types.Operator):
@@ -79,7 +69,7 @@ class CARRARA_OT_job_remove(_OnJob, bpy.types.Operator):
     bl_label = "Remove Job"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        return self._try(lambda: jobs.remove_job(self.job_id))
+        return report_outcome(self, lambda: jobs.remove_job(self.job_id))
 
 
 class CARRARA_OT_jobs_prune(bpy.types.Operator):
@@ -95,12 +85,7 @@ class CARRARA_OT_jobs_prune(bpy.types.Operator):
         return context.window_manager.invoke_props_dialog(self)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            jobs.prune_jobs(self.older_than_days)
-        except CLIENT_FAILURES as exc:
-            self.report({'ERROR'}, str(exc))
-            return {'CANCELLED'}
-        return {'FINISHED'}
+        return report_outcome(self, lambda: jobs.prune_jobs(self.older_than_days))
 
 
 CLASSES = (CARRARA_OT_job_save_results, CARRARA_OT_job_show_log, CARRARA_OT_job_copy_log, CARRARA_OT_job_remove,

@@ -19,13 +19,13 @@ import bpy
 from bpy.types import Scene
 
 from ...shared.jobs import PREPARE_PHOTO_SUFFIXES, PREPARE_VIDEO_SUFFIXES, PrepareConfig, config_from_json
-from ...shared.protocol import ProtocolError
 from ..client.backend_process import is_local_address
 from ..client.dataset_fetch import check_destination
-from ..client.keep_alive import CLIENT_FAILURES, ensure_connected
+from ..client.keep_alive import ensure_connected
 from ..client.launches import launch_job
 from ..preferences import backend_settings
 from ..properties.runs import UPLOADING, RunProperties
+from .reporting import report_outcome
 
 OUTPUT_SUFFIX = "_carrara"          # the dataset goes beside the capture: "garden/" -> "garden_carrara/"
 DATASETS_FOLDER = "carrara_datasets"   # a remote backend's dataset is fetched to //carrara_datasets/<name>
@@ -120,18 +120,12 @@ class CARRARA_OT_new_from_capture(bpy.types.Operator):
     def execute(self, context):
         picked = Path(bpy.path.abspath(self.filepath or self.directory))   # a folder picked alone ends in "/"
         folder = Path(bpy.path.abspath(self.dataset_folder)) if self.dataset_folder else None
-        try:
+
+        def start() -> str:
             run = start_prepare(context, picked, self.frames, self.max_side, folder)
-        except ProtocolError as exc:
-            self.report({"ERROR"}, exc.message)
-            return {"CANCELLED"}
-        except CLIENT_FAILURES as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        sending = "sending it to the backend; " if run.state == UPLOADING else ""
-        self.report({"INFO"}, f"Preparing {capture_source(picked).name}: {sending}the dataset goes to "
-                              f"{run.dataset_path}")
-        return {"FINISHED"}
+            sending = "sending it to the backend; " if run.state == UPLOADING else ""
+            return f"Preparing {capture_source(picked).name}: {sending}the dataset goes to {run.dataset_path}"
+        return report_outcome(self, start)
 
 
 def active_prepare_run(scene: Scene) -> RunProperties | None:

@@ -12,10 +12,10 @@ import bpy
 
 from ...shared.dataset_files import dataset_files
 from ...shared.jobs import config_from_json
-from ...shared.protocol import ProtocolError
-from ..client.keep_alive import CLIENT_FAILURES, ensure_connected
+from ..client.keep_alive import ensure_connected
 from ..client.launches import launch_job, submit_job
 from ..properties.runs import UPLOADING
+from .reporting import report_outcome
 
 
 def readiness_problem(scene: bpy.types.Scene) -> str | None:
@@ -67,20 +67,17 @@ class CARRARA_OT_reconstruct(bpy.types.Operator):
         if problem:
             self.report({'ERROR'}, problem)
             return {'CANCELLED'}
-        try:
-            config = reconstruct_config(scene)
-            ensure_connected(context)
-            run = launch_job(scene, "reconstruct", config,
-                                  dataset_files=functools.partial(dataset_files, config["dataset"]["path"]),
-                                  upload_first=scene.carrara.settings.send_photos == "ALWAYS")
-        except ProtocolError as exc:
-            self.report({'ERROR'}, exc.message)
-            return {'CANCELLED'}
-        except CLIENT_FAILURES as exc:
-            self.report({'ERROR'}, str(exc))
-            return {'CANCELLED'}
-        self.report({'INFO'}, f"Reconstruction {'uploading' if run.state == UPLOADING else 'submitted'}")
-        return {'FINISHED'}
+        return report_outcome(self, lambda: _start_reconstruct(context))
+
+
+def _start_reconstruct(context: bpy.types.Context) -> str:
+    scene = context.scene
+    config = reconstruct_config(scene)
+    ensure_connected(context)
+    run = launch_job(scene, "reconstruct", config,
+                     dataset_files=functools.partial(dataset_files, config["dataset"]["path"]),
+                     upload_first=scene.carrara.settings.send_photos == "ALWAYS")
+    return f"Reconstruction {'uploading' if run.state == UPLOADING else 'submitted'}"
 
 
 class CARRARA_OT_extract_again(bpy.types.Operator):
@@ -94,18 +91,13 @@ class CARRARA_OT_extract_again(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings = context.scene.carrara.settings
         config = {"source_job_id": self.job_id, "device": settings.device, **settings.asset_json()}
-        try:
+
+        def submit() -> str:
             config_from_json("extract", config)
             ensure_connected(context)
             submit_job(context.scene, "extract", config)
-        except ProtocolError as exc:
-            self.report({'ERROR'}, exc.message)
-            return {'CANCELLED'}
-        except CLIENT_FAILURES as exc:
-            self.report({'ERROR'}, str(exc))
-            return {'CANCELLED'}
-        self.report({'INFO'}, f"Extraction from {self.job_id} submitted")
-        return {'FINISHED'}
+            return f"Extraction from {self.job_id} submitted"
+        return report_outcome(self, submit)
 
 
 CLASSES = (CARRARA_OT_reconstruct, CARRARA_OT_extract_again)

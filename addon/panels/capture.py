@@ -1,10 +1,8 @@
-"""The sidebar panel (View3D > Sidebar > Carrara): import, what was imported, the sphere and its warnings, export."""
+"""The sidebar's Reconstruction panel: import a capture, what was imported, the sphere and its warnings, export."""
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-
-import bpy
 
 from ..operators.prepare import active_prepare_run
 from ..scene import sphere as scene_sphere

@@ -1,4 +1,4 @@
-"""Meshes from the backend become ordinary Blender objects, in place under the reconstruction's root Empty.
+"""Meshes from the backend become ordinary Blender objects, in place under the capture's root Empty.
 
 A preview replaces the mesh data of the same object each time (the object keeps its name, parent, transform and
 anything the artist set on it); the final asset gets its own object with a material. Objects are found again by a
