@@ -1,6 +1,6 @@
 """Data parallelism over rays with torchrun: every GPU draws its own rays, gradients are averaged.
 
-Started by ``carrara-backend train --gpus N`` (``backend/train/launch.py`` re-executes the CLI under torchrun) or by
+Started by ``carrara-backend train --gpus N`` (``backend/cli/launch.py`` re-executes the CLI under torchrun) or by
 hand as ``torchrun --nproc_per_node N -m carrara.backend train ...``; with WORLD_SIZE unset (or 1) nothing here does
 anything. Each rank draws its share of the preset's rays per step (``share``), so N ranks take the steps of one GPU
 with the same number of rays, and the run is the same length whatever N is. Gradients are all-reduced by hand after ``backward`` instead of wrapping the model in DDP, because the
