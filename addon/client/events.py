@@ -1,13 +1,15 @@
 """What the backend says, applied to the runs: job events, job snapshots, the job list and errors.
 
-The one module that reads message bodies (dicts for now), so giving events a typed shape touches only this file.
+The one module that reads message bodies. Job events and the progress and error inside a job snapshot are read
+through shared.protocol's typed records, the same ones the backend writes them with.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from ...shared.dataset_manifest import MANIFEST_KIND
-from ...shared.protocol import ArtifactRef, ErrorCode, EventKind, JobState, Message, MessageType, ProtocolError
+from ...shared.protocol import (ArtifactEvent, ArtifactRef, ErrorCode, ErrorEvent, JobState, LogEvent, Message,
+                                MessageType, ProgressEvent, ProtocolError, StateEvent, read_event)
 from ..properties.runs import MISSING, UNKNOWN, BackendStatusProperties, RunProperties
 from . import job_files
 from .dataset_delivery import remember_dataset_manifest
@@ -66,49 +68,60 @@ def _apply_snapshot(run: RunProperties, snapshot: dict[str, Any]) -> None:
     run.kind = str(snapshot.get("kind", run.kind))
     run.state = str(snapshot.get("state", run.state))
     run.reason = str(snapshot.get("reason", ""))
-    if snapshot.get("progress"):
-        _apply_progress(run, snapshot["progress"])
     error = snapshot.get("error")
-    run.error = str(error.get("message", "")) if error else ""
-    run.traceback = str(error.get("traceback", "")) if error else ""
+    try:
+        if snapshot.get("progress"):
+            _apply_progress(run, ProgressEvent.from_json(snapshot["progress"]))
+        error = ErrorEvent.from_json(error) if error else None
+    except ProtocolError as exc:
+        run.error = f"the backend sent an unusable job record: {exc.message}"
+        return
+    run.error, run.traceback = (error.message, error.traceback) if error else ("", "")
     for kind, ref in (snapshot.get("artifacts") or {}).items():
         _apply_artifact(run, job_id, kind, ref)
 
 
 def _apply_event(run: RunProperties, job_id: str, body: dict[str, Any]) -> None:
-    kind = body.get("event")
-    if kind == EventKind.STATE:
-        run.state, run.reason = str(body.get("state", run.state)), str(body.get("reason", ""))
+    try:
+        record = read_event(body)
+    except ProtocolError as exc:
+        run.error = f"the backend sent an unusable event: {exc.message}"
+        return
+    if isinstance(record, StateEvent):
+        run.state, run.reason = record.state, record.reason
         if run.state in JobState.ACTIVE:
             run.error = run.traceback = ""
-    elif kind == EventKind.PROGRESS:
-        _apply_progress(run, body)
-    elif kind == EventKind.LOG:
-        run.last_log = str(body.get("line", ""))
-    elif kind == EventKind.ERROR:
-        run.error, run.traceback = str(body.get("message", "")), str(body.get("traceback") or "")
-    elif kind in (*MESH_EVENTS, EventKind.ARTIFACT):
-        ref = body.get("artifact") or {}
-        _apply_artifact(run, job_id, ref.get("kind", kind) if kind == EventKind.ARTIFACT else kind, ref)
+    elif isinstance(record, ProgressEvent):
+        _apply_progress(run, record)
+    elif isinstance(record, LogEvent):
+        run.last_log = record.line
+    elif isinstance(record, ErrorEvent):
+        run.error, run.traceback = record.message, record.traceback
+    elif isinstance(record, ArtifactEvent):
+        _use_artifact(run, job_id, record.artifact_kind, record.artifact)
 
 
-def _apply_progress(run: RunProperties, progress: dict[str, Any]) -> None:
-    def number(name: str) -> float:
-        value = progress.get(name)
-        return UNKNOWN if value is None else float(value)
+def _apply_progress(run: RunProperties, progress: ProgressEvent) -> None:
+    def number(value: float | None) -> float:
+        return UNKNOWN if value is None else value
 
-    run.iteration, run.total = int(progress.get("iteration", 0)), int(progress.get("total", 0))
-    run.progress = float(progress.get("fraction", 0.0))
-    run.phase = str(progress.get("phase", ""))
-    run.loss, run.psnr, run.rate, run.eta_s = number("loss"), number("psnr"), number("rate"), number("eta_s")
+    run.iteration, run.total, run.progress, run.phase = (progress.iteration, progress.total, progress.fraction,
+                                                         progress.phase)
+    run.loss, run.psnr = number(progress.loss), number(progress.psnr)
+    run.rate, run.eta_s = number(progress.rate), number(progress.eta_s)
 
 
 def _apply_artifact(run: RunProperties, job_id: str, kind: str, ref_json: Any) -> None:
+    """An artifact of a job snapshot (its kind is the key it is listed under)."""
     try:
         ref = ArtifactRef.from_json(ref_json)
     except ProtocolError as exc:
         run.error = f"the backend announced an unusable artifact: {exc.message}"
         return
+    _use_artifact(run, job_id, kind, ref)
+
+
+def _use_artifact(run: RunProperties, job_id: str, kind: str, ref: ArtifactRef) -> None:
     if kind in job_files.RESULT_KINDS:
         job_files.remember_result(run, ref)
     elif kind == MANIFEST_KIND:
