@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic_write import write_bytes_atomic
+
 
 class MeshFileError(ValueError):
     """A mesh file that cannot be used; the message names the file and the array at fault."""
@@ -82,10 +84,8 @@ class MeshData:
         return mesh
 
     def write(self, path: Path) -> None:
-        """Write atomically: a reader never sees half a file."""
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_bytes(self.to_npz_bytes())
-        tmp.replace(path)
+        """Write atomically: a reader (the add-on fetching it) never sees half a file."""
+        write_bytes_atomic(path, self.to_npz_bytes())
 
     @classmethod
     def read(cls, path: Path) -> "MeshData":

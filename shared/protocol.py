@@ -344,13 +344,6 @@ def error_reply(code: str, message: str, request_id: str | None = None, job_id: 
     return Message(type=MessageType.ERROR, body=body, request_id=request_id, job_id=job_id)
 
 
-def event(job_id: str, kind: str, **fields: Any) -> Message:
-    """A job event; ``kind`` is an EventKind."""
-    if kind not in EventKind.ALL:
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"unknown event kind {kind!r}")
-    return Message(type=MessageType.EVENT, body={"event": kind, **fields}, job_id=job_id)
-
-
 # --- body field checks, shared by the server's handlers and the client's reply handling -----------------
 
 def require(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, optional: bool = False) -> Any:
@@ -477,9 +470,13 @@ class LogEvent:
     line: str
     level: str = "info"
 
+    @classmethod
+    def of(cls, line: str, level: str = "info") -> "LogEvent":
+        """The line clipped to fit an event (one line may quote a whole file), an unknown level as info."""
+        return cls(line=clip_text(line, MAX_LOG_LINE_CHARS), level=level if level in cls.LEVELS else "info")
+
     def to_json(self) -> dict[str, Any]:
-        return {"line": clip_text(self.line, MAX_LOG_LINE_CHARS),
-                "level": self.level if self.level in self.LEVELS else "info"}
+        return {"line": self.line, "level": self.level}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "LogEvent":
@@ -494,14 +491,17 @@ class ErrorEvent:
     KIND: ClassVar[str] = EventKind.ERROR
     message: str
     traceback: str = ""
+    error_id: str = ""     # an internal error's id: its traceback is in the server's log under it
 
     def to_json(self) -> dict[str, Any]:
-        return {"message": clip_text(self.message, MAX_ERROR_MESSAGE_CHARS), "traceback": self.traceback}
+        body = {"message": clip_text(self.message, MAX_ERROR_MESSAGE_CHARS), "traceback": self.traceback}
+        return {**body, "error_id": self.error_id} if self.error_id else body
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ErrorEvent":
         return cls(message=require(data, "message", str),
-                   traceback=require(data, "traceback", str, optional=True) or "")
+                   traceback=require(data, "traceback", str, optional=True) or "",
+                   error_id=require(data, "error_id", str, optional=True) or "")
 
 
 @dataclass(frozen=True)

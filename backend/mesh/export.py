@@ -22,19 +22,12 @@ from pathlib import Path
 import numpy as np
 from plyfile import PlyData, PlyElement
 
+from ...shared.atomic_write import write_bytes_atomic
 from ...shared.mesh_data import MeshData
 
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 _FLOAT, _UNSIGNED_SHORT, _UNSIGNED_INT = 5126, 5123, 5125
 _GLB_MAGIC, _GLB_VERSION, _CHUNK_JSON, _CHUNK_BIN = 0x46546C67, 2, 0x4E4F534A, 0x004E4942
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """A reader (or the add-on fetching artifacts) never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def ply_bytes(mesh: MeshData) -> bytes:
@@ -60,7 +53,7 @@ def ply_bytes(mesh: MeshData) -> bytes:
 
 
 def write_ply(mesh: MeshData, path: Path) -> None:
-    _write_atomically(path, ply_bytes(mesh))
+    write_bytes_atomic(path, ply_bytes(mesh))
 
 
 def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
@@ -179,4 +172,4 @@ def glb_bytes(mesh: MeshData, name: str = "carrara_mesh") -> bytes:
 
 
 def write_glb(mesh: MeshData, path: Path, name: str = "carrara_mesh") -> None:
-    _write_atomically(path, glb_bytes(mesh, name))
+    write_bytes_atomic(path, glb_bytes(mesh, name))

@@ -28,7 +28,7 @@ from ...shared.protocol import (CHUNK_BYTES, HEARTBEAT_INTERVAL_S, HEARTBEAT_TIM
 from ..jobs.kinds import registered_kinds
 from . import capabilities
 from .internal_errors import log_internal_error
-from .jobs import JobManager
+from .job_queue import JobManager
 from .paths import confined_path, safe_relative_path
 from .quotas import Quotas
 from .security import AuthorizedKeys, check_bind, load_server_keys, secure_socket

@@ -6,7 +6,6 @@ snapshot and then only newer events.
 """
 from __future__ import annotations
 
-import math
 import shutil
 import threading
 import time
@@ -15,23 +14,15 @@ from typing import Any, Callable
 
 from ...shared.checksum import file_sha256
 from ...shared.mesh_data import MeshData
-from ...shared.protocol import MAX_LOG_LINE_CHARS, ArtifactRef, EventKind, Message, clip_text, event
+from ...shared.protocol import (ArtifactEvent, ArtifactRef, EventKind, LogEvent, Message, ProgressEvent,
+                                job_event)
 from .workspace import JobRecord, Workspace
 
 #: job.json is rewritten at most this often for progress alone (state changes and artifacts always write it).
 PROGRESS_SAVE_INTERVAL_S = 1.0
 #: Preview meshes kept on disk per job; older ones are deleted (a client fetches the newest).
 PREVIEWS_KEPT = 3
-LOG_LEVELS = ("info", "warning", "error")
 MESH_KINDS = (EventKind.PREVIEW_MESH, EventKind.FINAL_MESH)
-
-
-def _finite_or_none(value: Any) -> float | None:
-    """JSON has no NaN: a diverged loss travels as null."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 class JobContext:
@@ -54,23 +45,20 @@ class JobContext:
     # --- Reporter ------------------------------------------------------------------------------------------
     def progress(self, *, iteration: int, total: int, loss: float | None, psnr: float | None, rate: float,
                  eta_s: float, phase: str = "train") -> None:
-        fields = {"iteration": int(iteration), "total": int(total), "loss": _finite_or_none(loss),
-                  "psnr": _finite_or_none(psnr), "rate": _finite_or_none(rate), "eta_s": _finite_or_none(eta_s),
-                  "phase": str(phase), "fraction": min(1.0, iteration / total) if total > 0 else 0.0}
+        record = ProgressEvent.at(iteration, total, loss=loss, psnr=psnr, rate=rate, eta_s=eta_s, phase=phase)
         with self._lock:
-            self.record.progress = fields
-            self._emit(event(self.record.job_id, EventKind.PROGRESS, **fields))
+            self.record.progress = record.to_json()
+            self._emit(job_event(self.record.job_id, record))
             now = time.monotonic()
             if now - self._last_save >= PROGRESS_SAVE_INTERVAL_S:
                 self._last_save = now
                 self.workspace.save(self.record)
 
     def log(self, line: str, level: str = "info") -> None:
-        level = level if level in LOG_LEVELS else "info"
-        line = clip_text(line, MAX_LOG_LINE_CHARS)     # one line may quote a whole file; its event must fit
+        record = LogEvent.of(line, level)
         with self._lock:
-            self.workspace.append_log(self.record.job_id, line, level)
-            self._emit(event(self.record.job_id, EventKind.LOG, line=line, level=level))
+            self.workspace.append_log(self.record.job_id, record.line, record.level)
+            self._emit(job_event(self.record.job_id, record))
 
     def mesh(self, kind: str, mesh: MeshData, iteration: int) -> None:
         if kind not in MESH_KINDS:
@@ -112,4 +100,4 @@ class JobContext:
         with self._lock:
             self.record.artifacts[ref.kind] = ref.to_json()
             self.workspace.save(self.record)
-            self._emit(event(self.record.job_id, event_kind, artifact=ref.to_json()))
+            self._emit(job_event(self.record.job_id, ArtifactEvent(event_kind, ref)))

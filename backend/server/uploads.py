@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from ...shared.atomic_write import write_json_atomic
 from ...shared.checksum import file_sha256
 from ...shared.protocol import ErrorCode, ProtocolError
 from .paths import confined_path, safe_relative_path
 from .quotas import Quotas
-from .workspace import write_json_atomic
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 UPLOAD_ID_PATTERN = re.compile(r"^u[0-9a-f]{32}$")

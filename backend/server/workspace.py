@@ -11,7 +11,6 @@ Layout::
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...shared.atomic_write import TEMP_FILE, write_json_atomic
 from ...shared.protocol import MAX_ERROR_MESSAGE_CHARS, JobState, clip_text
 
 try:
@@ -34,18 +34,6 @@ JOB_FILE_FORMAT = 1
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: State transitions kept per job (the newest win), so a listing can say a job was interrupted and resumed.
 HISTORY_LIMIT = 50
-#: Temporary siblings of atomic writes (``.<name>.<pid>.tmp``) that a killed process leaves behind.
-_TEMP_FILE = re.compile(r"^\..+\.\d+\.tmp$")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so a reader (or a crash) never sees half a file: write a sibling, then rename over."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, allow_nan=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def now_iso() -> str:
@@ -146,7 +134,7 @@ class Workspace:
         server holds the workspace lock and before any job runs, so no write of ours is in progress."""
         stale = [path for folder in (self.jobs_dir, *self.jobs_dir.glob("*"), *self.jobs_dir.glob("*/checkpoints"),
                                      self.uploads_dir / "datasets", self.uploads_dir / "manifests")
-                 if folder.is_dir() for path in folder.iterdir() if _TEMP_FILE.match(path.name)]
+                 if folder.is_dir() for path in folder.iterdir() if TEMP_FILE.match(path.name)]
         for path in stale:
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
         return stale

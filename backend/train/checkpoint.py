@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from ...shared import atomic_write
+
 KEEP = 2
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 _TEMP = re.compile(r"^\.ckpt_\d{8}\.pt\.(\d+)\.tmp$")
@@ -52,39 +54,17 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(Path(directory) / n for n in names if _NAME.match(n))
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: Path, write: Any, temp_path: Path | None = None) -> None:
-    """Write ``path`` via ``write(file)`` into ``temp_path`` (default: a hidden sibling), fsync, rename.
-
-    ``temp_path`` exists so tests can point the write at a real full device (/dev/full); it is only removed
-    afterwards when it is a regular file this call created.
-    """
-    path = Path(path)
-    temp = Path(temp_path) if temp_path is not None else path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    created = not temp.exists()
+    """shared.atomic_write's write, its OSError said as a CheckpointError naming the file (a full disk by name)."""
     try:
-        with open(temp, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-        _fsync_dir(path.parent)
+        atomic_write.write_atomic(path, write, temp_path)
     except OSError as exc:
-        if created and temp.is_file():
-            temp.unlink(missing_ok=True)
         reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         raise CheckpointError(f"{path}: could not be written ({reason})") from exc
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    write_atomic(path, lambda f: f.write(json.dumps(data, indent=2).encode("utf-8")))
+    write_atomic(path, lambda f: f.write(json.dumps(data, indent=1, allow_nan=False).encode("utf-8")))
 
 
 def save_checkpoint(state: dict[str, Any], directory: Path, iteration: int, *, keep: int = KEEP,

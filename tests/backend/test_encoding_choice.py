@@ -10,9 +10,6 @@ import pytest
 import torch
 
 from carrara.backend import cli
-# Loaded at collection, not inside a test: its TerminalReporter binds sys.stderr as a default argument when the
-# module loads, and a stream captured for one test is closed in the next.
-from carrara.backend.cli import train as _cli_train  # noqa: F401
 from carrara.backend.jobs.extract import load_trained_model
 from carrara.backend.model.encoding_choice import (EncodingUnavailable, choose_encoding, encoding_for_checkpoint,
                                                    tcnn_import_error)

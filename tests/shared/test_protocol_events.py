@@ -14,6 +14,7 @@ RECORDS = [
     ProgressEvent.at(250, 1000, loss=0.05, psnr=24.5, rate=15.5, eta_s=48.0, phase="train"),
     LogEvent("iteration 250", "warning"),
     ErrorEvent("the disk is full: free space in /work and resume", ""),
+    ErrorEvent("internal error e-12 in the backend (KeyError: 'x'); its log has the details", error_id="e-12"),
     ArtifactEvent(EventKind.PREVIEW_MESH, REF),
     ArtifactEvent(EventKind.ARTIFACT, ArtifactRef(name="report.json", size=3, sha256="cd" * 32, kind="report")),
 ]
@@ -39,7 +40,7 @@ def test_artifact_event_says_what_the_file_is():
 
 
 def test_long_log_lines_and_unknown_levels_are_tamed():
-    body = job_event("j", LogEvent("x" * (MAX_LOG_LINE_CHARS + 50), "shouting")).body
+    body = job_event("j", LogEvent.of("x" * (MAX_LOG_LINE_CHARS + 50), "shouting")).body
     record = read_event(body)
     assert record.line.endswith("(50 more characters cut)") and record.level == "info"
     assert len(record.line) < MAX_LOG_LINE_CHARS + 50

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...shared.jobs import config_from_json, config_to_json
-from ...shared.protocol import (MAX_ERROR_MESSAGE_CHARS, MAX_HEADER_BYTES, ErrorCode, EventKind, JobState, Message,
-                                ProtocolError, clip_text, event, require)
+from ...shared.protocol import (MAX_HEADER_BYTES, ErrorCode, ErrorEvent, JobState, Message, ProtocolError,
+                                StateEvent, clip_text, job_event, require)
 from ..jobs.failure import JobFailed
 from ..jobs.kinds import registered_kinds, runner
 from .internal_errors import log_internal_error
@@ -61,9 +61,8 @@ class JobManager:
                 record.crashes += 1
                 record.set_state(JobState.INTERRUPTED, "the server stopped while the job ran")
                 if record.crashes >= MAX_CRASHES:
-                    record.error = {"message": f"the backend stopped {record.crashes} times while this job ran; "
-                                               "it is not retried by itself again (resume it to try once more)",
-                                    "traceback": ""}
+                    record.error = ErrorEvent(f"the backend stopped {record.crashes} times while this job ran; it "
+                                              "is not retried by itself again (resume it to try once more)").to_json()
                     record.set_state(JobState.FAILED, "stopped the backend repeatedly")
                     self.workspace.save(record)
                     continue
@@ -250,7 +249,7 @@ class JobManager:
         """Caller holds the lock: a state change is saved and announced together."""
         record.set_state(state, reason)
         self.workspace.save(record)
-        self._emit(event(record.job_id, EventKind.STATE, state=state, reason=reason))
+        self._emit(job_event(record.job_id, StateEvent(state, reason)))
 
     def _work(self, device: str) -> None:
         while True:
@@ -269,16 +268,15 @@ class JobManager:
             state, reason, error = self._run(record, cancel, device)
             with self._lock:
                 if error:
-                    record.error = error
-                    self._emit(event(record.job_id, EventKind.ERROR, **error))
+                    record.error = error.to_json()
+                    self._emit(job_event(record.job_id, error))
                 self._change(record, state, reason)
                 del self._running[record.job_id]
 
     def _run(self, record: JobRecord, cancel: threading.Event,
-             device: str) -> tuple[str, str, dict[str, str] | None]:
+             device: str) -> tuple[str, str, ErrorEvent | None]:
         if record.kind not in registered_kinds():
-            return JobState.FAILED, "failed", {"message": f"job kind {record.kind!r} is not available on this "
-                                                          "backend", "traceback": ""}
+            return JobState.FAILED, "failed", ErrorEvent(f"job kind {record.kind!r} is not available on this backend")
         config_json = dict(record.config)
         upload_id = (config_json.get("dataset") or {}).get("upload_id")
         roots = self.allowed_roots
@@ -293,9 +291,9 @@ class JobManager:
             run = runner(record.kind)
             run(config_from_json(record.kind, config_json), context.job_dir, context, device)
         except JobFailed as exc:
-            return JobState.FAILED, "failed", _explained(str(exc))
+            return JobState.FAILED, "failed", ErrorEvent(str(exc))
         except ProtocolError as exc:
-            return JobState.FAILED, "failed", _explained(exc.message)
+            return JobState.FAILED, "failed", ErrorEvent(exc.message)
         except Exception as exc:
             return JobState.FAILED, "failed", _crash(exc, record.job_id)
         if cancel.is_set():
@@ -311,13 +309,9 @@ def _visible(record: JobRecord, owner: str | None) -> bool:
     return owner is None or record.owner is None or record.owner == owner
 
 
-def _explained(message: str) -> dict[str, str]:
-    return {"message": clip_text(message, MAX_ERROR_MESSAGE_CHARS), "traceback": ""}
-
-
-def _crash(exc: BaseException, job_id: str) -> dict[str, str]:
+def _crash(exc: BaseException, job_id: str) -> ErrorEvent:
     """A bug in a job: the client hears its kind and an error id; the traceback goes to the server's log."""
     error_id = log_internal_error(f"running job {job_id}")
     text = clip_text(f"{type(exc).__name__}: {exc}", 300)
-    return {"message": f"internal error {error_id} in the backend ({text}); its log has the details",
-            "traceback": "", "error_id": error_id}
+    return ErrorEvent(f"internal error {error_id} in the backend ({text}); its log has the details",
+                      error_id=error_id)
