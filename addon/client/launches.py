@@ -2,7 +2,6 @@
 the backend cannot see that folder (or the artist asked to send the photos)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,19 +12,8 @@ from ..properties.runs import SUBMITTING, UPLOADING, RunProperties
 from .connection import Connection
 from .keep_alive import current_connection
 from .runs import run_named
-from .runtime import runtime, set_if_changed
+from .runtime import Launch, runtime, set_if_changed
 from .transfers import DatasetUpload, TransferState
-
-
-@dataclass
-class Launch:
-    """A run on its way to becoming a job: submitted with its folder, or uploading the dataset first."""
-
-    kind: str
-    config: dict[str, Any]
-    files: Callable[[], dict[str, Path]]      # lists the dataset's files (run off the main thread)
-    upload: DatasetUpload | None = None
-    upload_config: dict[str, Any] | None = None   # the config to submit with the upload, when it differs
 
 
 def submit_job(scene: bpy.types.Scene, kind: str, config: dict[str, Any]) -> RunProperties:

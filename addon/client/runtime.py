@@ -7,17 +7,26 @@ use: a reference kept across an unregister would point at the old one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Callable
 
 from ...shared.protocol import Message
 from .backend_process import LocalBackend
 from .connection import Connection
 from .dataset_fetch import DatasetFetch
 from .job_files import JobFiles
-from .transfers import ArtifactDownload
+from .transfers import ArtifactDownload, DatasetUpload
 
-if TYPE_CHECKING:
-    from .launches import Launch
+
+@dataclass
+class Launch:
+    """A run on its way to becoming a job: submitted with its folder, or uploading the dataset first."""
+
+    kind: str
+    config: dict[str, Any]
+    files: Callable[[], dict[str, Path]]      # lists the dataset's files (run off the main thread)
+    upload: DatasetUpload | None = None
+    upload_config: dict[str, Any] | None = None   # the config to submit with the upload, when it differs
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The layers hold: every import in backend/, shared/ and addon/ (read with ``ast``, lazy imports inside functions
-included) runs down or sideways, never up, and no modules of backend/ or shared/ import each other in a circle.
+included) runs down or sideways, never up, and no modules of backend/, shared/ or addon/ import each other in a
+circle.
 
 The backend's layers, lowest first, are ``LAYERS``; a module may import its own layer and any below it. shared/ is
 the contract both sides import, so it imports neither of them (nor torch or bpy); the add-on runs inside Blender,
@@ -23,7 +24,7 @@ LAYERS = ("shared", "backend.profiling", "backend.data", "backend.model", "backe
 FORBIDDEN = {"shared": ("torch", "bpy"), "addon": ("torch",)}
 SCANNED = ("backend", "shared", "addon")
 #: Where no modules may import each other in a circle.
-CIRCLE_FREE = ("backend", "shared")
+CIRCLE_FREE = ("backend", "shared", "addon")
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def layer_problems(found: list[Import]) -> list[str]:
 
 
 def cycles(found: list[Import]) -> list[list[str]]:
-    """Groups of backend/ and shared/ modules that import each other in a circle (Tarjan's strongly connected
+    """Groups of modules (of CIRCLE_FREE) that import each other in a circle (Tarjan's strongly connected
     components)."""
     graph: dict[str, set[str]] = {}
     for imp in found:
