@@ -14,6 +14,7 @@ Warnings for the panel are plain functions returning sentences, so the UI and te
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,20 +33,34 @@ _EXACT_FIT_POINTS = 20_000   # above this, the smallest sphere is found for a sa
 _ESTIMATE_POINTS = 100_000   # points an estimate looks at, at most (an even sample of the rest)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BoundingSphere:
-    """A sphere in the input's world coordinates (COLMAP's, or the transforms.json's)."""
+    """A sphere in the input's world coordinates (COLMAP's, or the transforms.json's), and the map between that
+    world and the unit sphere the SDF trains in: ``x_unit = (x_world - center) / radius``.
+
+    One type from the panel to the checkpoint: the inverse map travels with every checkpoint and mesh, so meshes
+    land in place (Neuralangelo re-centred cameras in one place and forgot it in another, and its meshes came out
+    offset).
+    """
 
     center: np.ndarray
     radius: float
 
     def __post_init__(self) -> None:
-        center = np.asarray(self.center, np.float64).reshape(3)
+        center = np.array(self.center, np.float64).reshape(3)
         if not np.all(np.isfinite(center)) or not np.isfinite(self.radius) or self.radius <= 0:
-            raise ValueError(f"a bounding sphere needs a finite centre and a positive radius, got "
-                             f"{center}, {self.radius}")
+            raise ValueError(f"sphere_center / sphere_radius: a bounding sphere needs three finite numbers and a "
+                             f"radius above 0, got {center} and {self.radius}")
+        center.setflags(write=False)
         object.__setattr__(self, "center", center)
         object.__setattr__(self, "radius", float(self.radius))
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, BoundingSphere) and self.radius == other.radius
+                and bool(np.array_equal(self.center, other.center)))
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.center), self.radius))
 
     def contains(self, points: np.ndarray) -> np.ndarray:
         """Which of the (N, 3) points lie inside (or on) the sphere."""
@@ -54,6 +69,33 @@ class BoundingSphere:
     def aabb(self) -> np.ndarray:
         """(3, 2) [[xmin, xmax], ...]: the box around the sphere, as transforms.json's aabb_range."""
         return np.stack([self.center - self.radius, self.center + self.radius], axis=1)
+
+    def to_unit(self, points_world: np.ndarray) -> np.ndarray:
+        return (np.asarray(points_world, np.float64) - self.center) / self.radius
+
+    def to_world(self, points_unit: np.ndarray) -> np.ndarray:
+        return np.asarray(points_unit, np.float64) * self.radius + self.center
+
+    def c2w_to_unit(self, c2w_world: np.ndarray) -> np.ndarray:
+        """(..., 4, 4) camera->world matrices in world units -> the same cameras in unit-sphere coordinates.
+
+        Only the camera centre moves and scales; the rotation is unchanged, so rays keep their directions.
+        """
+        m = np.array(c2w_world, np.float64, copy=True)
+        m[..., :3, 3] = self.to_unit(m[..., :3, 3])
+        return m
+
+    @property
+    def to_world_affine(self) -> tuple[float, tuple[float, float, float]]:
+        """(scale, offset) with ``x_world = x_unit * scale + offset``: what mesh extraction maps vertices with."""
+        return self.radius, tuple(float(v) for v in self.center)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"center": [float(v) for v in self.center], "radius": self.radius}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "BoundingSphere":
+        return cls(np.asarray(data["center"], np.float64), float(data["radius"]))
 
 
 # ------------------------------------------------------------------------------------------- others' rules

@@ -19,7 +19,6 @@ from ...shared.camera_convention import c2w_opencv_from_colmap
 from ...shared.camera_models import pinhole_intrinsics
 from ...shared.dataset_source import DatasetSourceError, judge_dataset, read_dataset
 from ...shared.sphere import BoundingSphere, estimate_sphere
-from .normalization import SphereNormalization
 from .photo_probe import PhotoProbe
 from .rays import camera_rays, intersect_unit_sphere
 
@@ -54,7 +53,7 @@ class PosedDataset:
     train: list[int]                  # indices into views
     validation: list[int]
     validation_held_out: bool         # False: too few photos, validation uses training views
-    normalization: SphereNormalization
+    normalization: BoundingSphere
     use_alpha: bool                   # every photo has an alpha channel: it is used as a mask
     source: Path
     scene_type: str
@@ -86,7 +85,7 @@ def load_dataset(path: Path, *, sphere: BoundingSphere | None = None, scene_type
     warnings = [str(problem) for problem in verdict.warnings]
     if sphere is None:
         sphere = source.sphere if source.sphere is not None else estimate_sphere(rec, scene_type)
-    normalization = SphereNormalization(tuple(sphere.center), sphere.radius)
+    normalization = sphere      # the unit sphere the SDF trains in is this sphere, scaled
     views = []
     for image in source.photos():
         camera = rec.cameras[image.camera_id]
@@ -120,7 +119,7 @@ def split_views(count: int) -> tuple[list[int], list[int], bool]:
     return [i for i in range(count) if i not in held], validation, True
 
 
-def _keep_views_seeing_sphere(views: list[View], normalization: SphereNormalization) -> tuple[list[View], list[str]]:
+def _keep_views_seeing_sphere(views: list[View], normalization: BoundingSphere) -> tuple[list[View], list[str]]:
     """Drop photos none of whose test rays enter the unit sphere; none left means the sphere is wrong."""
     t = (np.arange(_VISIBILITY_GRID) + 0.5) / _VISIBILITY_GRID
     seeing, blind = [], []

@@ -15,7 +15,7 @@ import torch
 
 from ...shared.jobs import AssetSettings, ExtractConfig
 from ...shared.mesh_data import MeshData
-from ..data.normalization import SphereNormalization
+from ...shared.sphere import BoundingSphere
 from ..mesh.atlas import AtlasError
 from ..mesh.export import write_glb, write_ply
 from ..mesh.extract import SPLIT_FROM_RESOLUTION
@@ -43,7 +43,7 @@ def run_extract(config: ExtractConfig, job_dir: Path, reporter: Reporter, device
     reporter.progress(iteration=1, total=1, loss=None, psnr=None, rate=0.0, eta_s=0.0, phase="extract")
 
 
-def load_trained_model(run_dir: Path, device: str | torch.device) -> tuple[NeuralSurface, SphereNormalization, int]:
+def load_trained_model(run_dir: Path, device: str | torch.device) -> tuple[NeuralSurface, BoundingSphere, int]:
     """The model of a run folder's newest readable checkpoint, at its coarse-to-fine stage, ready to mesh."""
     found = load_latest(Path(run_dir) / "checkpoints")
     if found is None:
@@ -54,10 +54,10 @@ def load_trained_model(run_dir: Path, device: str | torch.device) -> tuple[Neura
     encoding, _ = encoding_for_checkpoint(settings.model.sdf.encoding, "auto", device)
     model = NeuralSurface(settings.with_encoding(encoding).model)
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), SphereNormalization.from_json(state["normalization"]), int(state["iteration"])
+    return model.to(device).eval(), BoundingSphere.from_json(state["normalization"]), int(state["iteration"])
 
 
-def asset_mesh(model: NeuralSurface, normalization: SphereNormalization, asset: AssetSettings,
+def asset_mesh(model: NeuralSurface, normalization: BoundingSphere, asset: AssetSettings,
                device: torch.device | str, *, texture: bool = True,
                on_step: StepReport | None = None, more_gpus: Sequence[str] = ()) -> MeshData:
     """The delivered mesh as ``asset`` asks for it (resolution, floaters, face budget, colours, texture);
@@ -73,7 +73,7 @@ def asset_mesh(model: NeuralSurface, normalization: SphereNormalization, asset: 
                       texture_size=asset.texture_size if with_texture else 0, on_step=on_step, more_devices=more)
 
 
-def deliver_asset(model: NeuralSurface, normalization: SphereNormalization, iteration: int, asset: AssetSettings,
+def deliver_asset(model: NeuralSurface, normalization: BoundingSphere, iteration: int, asset: AssetSettings,
                   meshes_dir: Path, reporter: Reporter, device: torch.device | str,
                   more_gpus: Sequence[str] = ()) -> None:
     """Extract the final mesh, hand it to the reporter and write its files: the end of a run and of an extract job."""

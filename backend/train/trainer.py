@@ -23,9 +23,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ...shared.sphere import BoundingSphere
 from ..data.dataset import PosedDataset
 from ..data.images import ImageStore
-from ..data.normalization import SphereNormalization
 from ..data.rays import camera_rays
 from ..model.neural_surface import NeuralSurface
 from ..profiling import step_range
@@ -286,7 +286,7 @@ class Trainer:
         if TrainSettings.from_json(state["settings"]) != self.settings:
             raise CheckpointError("the checkpoint was trained with other settings (preset, plan or scene type) "
                                   "than this run; start a new run folder or resume with the same settings")
-        if SphereNormalization.from_json(state["normalization"]) != self.dataset.normalization:
+        if BoundingSphere.from_json(state["normalization"]) != self.dataset.normalization:
             raise CheckpointError(f"the checkpoint was trained inside the sphere {state['normalization']}, this run's "
                                   f"sphere is {self.dataset.normalization.to_json()}; start a new run folder to "
                                   "train with another sphere")

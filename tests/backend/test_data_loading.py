@@ -12,7 +12,6 @@ from PIL import Image as PILImage
 
 from carrara.backend.data.dataset import DatasetError, load_dataset, split_views
 from carrara.backend.data.images import MIN_BATCHES_PER_CHUNK, ImageStore
-from carrara.backend.data.normalization import SphereNormalization
 from carrara.backend.data.rays import camera_rays, intersect_unit_sphere
 from carrara.shared.camera_convention import colmap_from_c2w_opencv
 from carrara.shared.colmap import write_model
@@ -59,7 +58,7 @@ def write_capture(folder: Path, *, views: int = 6, size: tuple[int, int] = (40, 
 
 
 def test_sphere_normalisation_round_trip_is_exact_to_rounding():
-    norm = SphereNormalization(tuple(CENTER), RADIUS)
+    norm = BoundingSphere(CENTER, RADIUS)
     rng = np.random.default_rng(0)
     world = rng.normal(size=(1000, 3)) * 5 + CENTER
     back = norm.to_world(norm.to_unit(world))
@@ -67,12 +66,12 @@ def test_sphere_normalisation_round_trip_is_exact_to_rounding():
     assert np.allclose(norm.to_unit(CENTER + [RADIUS, 0, 0]), [1, 0, 0], atol=1e-15)
     scale, offset = norm.to_world_affine
     assert scale == RADIUS and offset == tuple(CENTER)
-    assert SphereNormalization.from_json(norm.to_json()) == norm
+    assert BoundingSphere.from_json(norm.to_json()) == norm
 
 
 def test_cameras_keep_their_rays_after_normalisation():
     """A world point and its normalised image are seen by the same pixel: normalisation moves no pixel."""
-    norm = SphereNormalization(tuple(CENTER), RADIUS)
+    norm = BoundingSphere(CENTER, RADIUS)
     c2w_world = _look_at(CENTER + [2.0, 0.3, 0.4], CENTER)
     c2w_unit = norm.c2w_to_unit(c2w_world)
     point_world = CENTER + np.array([0.1, -0.2, 0.05])
@@ -83,9 +82,9 @@ def test_cameras_keep_their_rays_after_normalisation():
 
 def test_bad_sphere_values_are_refused():
     with pytest.raises(ValueError, match="sphere_radius"):
-        SphereNormalization((0.0, 0.0, 0.0), 0.0)
+        BoundingSphere((0.0, 0.0, 0.0), 0.0)
     with pytest.raises(ValueError, match="sphere_center"):
-        SphereNormalization((math.nan, 0.0, 0.0), 1.0)
+        BoundingSphere((math.nan, 0.0, 0.0), 1.0)
 
 
 def test_rays_use_pixel_centres_and_the_opencv_camera():
