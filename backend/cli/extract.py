@@ -17,7 +17,8 @@ from ..jobs.extract import asset_mesh, load_trained_model
 from ..jobs.failure import JobFailed
 from ..mesh.export import write_glb, write_ply
 from ..train.checkpoint import CheckpointError
-from .launch import gpus_problem, other_devices
+from ..train.launch import gpus_problem
+from .launch import other_devices
 
 
 def extract_from_cli(args: argparse.Namespace) -> int:

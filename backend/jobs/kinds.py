@@ -1,5 +1,6 @@
 """Job kinds the server runs: a name and a loader that imports the kind's module and returns its run function
-``run(config, job_dir, reporter, device) -> None``.
+``run(config, job_dir, reporter, device) -> None``; a job given several devices (a reconstruction's ``gpus``) gets
+them comma-separated, ``"cuda:0,cuda:1"``.
 
 Each loader imports its module when a job of that kind first runs, so the server starts without paying for torch.
 ``run`` returns normally when the job finished or when ``reporter.cancelled()`` asked it to stop (after writing a

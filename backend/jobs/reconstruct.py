@@ -30,6 +30,7 @@ from ..train.trainer import StepStats, Trainer, TrainingDiverged
 from .device import make_current, resolve_device
 from .extract import deliver_asset
 from .failure import JobFailed
+from .rank_pool import train_on_pool
 from .reporting import Reporter, allowed_roots
 
 PROGRESS_EVERY_S = 0.5
@@ -90,8 +91,14 @@ def run_reconstruction(config: ReconstructConfig, run_dir: Path, reporter: Repor
     """Train and deliver meshes for ``config`` in ``run_dir``; raises JobFailed for problems the user can fix.
 
     ``device`` is what the caller probed ('cuda', 'cpu', or 'auto'); ``config.device`` overrides it unless 'auto'.
+    Several devices, comma-separated (the server's pool for ``config.gpus`` > 1), train as one rank each under
+    torchrun (``rank_pool.py``), each rank running this function on its own device.
     ``dataset``: the config's dataset when the caller has loaded it already (the CLI, to read it once).
     """
+    pool = device.split(",")
+    if len(pool) > 1:
+        train_on_pool(config, Path(run_dir), reporter, pool)
+        return
     try:
         _run(config, Path(run_dir), reporter, device, dataset)
     except (DatasetError, MemoryPlanError, CheckpointError, TrainingDiverged, EncodingUnavailable) as exc:

@@ -1,5 +1,12 @@
 """The job queue: one worker thread per device (each GPU, or the CPU) takes the next queued job, so a host with
-N GPUs runs N jobs at once, one per GPU, and the others wait their turn; a job's record names its device.
+N GPUs runs N jobs at once, one per GPU, and the others wait their turn; a job's record names its devices.
+
+A reconstruction that asks for ``gpus`` = N > 1 runs on a pool of N devices (its ranks train under torchrun). The
+rule, first come first served: jobs start in the order they were queued. When the oldest queued job needs a pool,
+each worker that comes free joins the pool instead of taking a later job, until N have joined; the last to join
+runs the job and the others are held until it ends. Workers not in the pool keep running their jobs, and the
+later jobs start once the pool job has started. A pool fills as soon as N running jobs end, so no job waits
+forever, and nothing jumps the queue.
 
 Jobs survive the server: a job found ``running`` at start-up was cut short by a crash or a kill, so it becomes
 ``interrupted`` and is queued again to resume from its last checkpoint, as is a job a clean stop interrupted.
@@ -48,7 +55,10 @@ class JobManager:
         self._wake = threading.Condition(self._lock)
         self._records: dict[str, JobRecord] = {}
         self._queue: deque[str] = deque()
-        self._running: dict[str, threading.Event] = {}     # job id -> its stop request, one per busy device
+        self._running: dict[str, threading.Event] = {}     # job id -> its stop request, one per running job
+        self._devices: list[str] = []                        # worker index -> its device
+        self._gathering: list[int] = []                      # workers idle and held for the queue's pool job
+        self._held: dict[int, str] = {}                      # worker -> the pool job it serves on another worker
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._recover()
@@ -74,8 +84,11 @@ class JobManager:
 
     def start(self, devices: list[str]) -> None:
         """Start one worker per device of ``devices`` (known once the server has probed its hardware)."""
-        self._threads = [threading.Thread(target=self._work, args=(device,), name=f"carrara-job-worker-{device}",
-                                          daemon=True) for device in devices]
+        with self._lock:
+            self._devices = list(devices)
+        self._threads = [threading.Thread(target=self._work, args=(index,), daemon=True,
+                                          name=f"carrara-job-worker-{index}-{device}")
+                         for index, device in enumerate(devices)]
         for thread in self._threads:
             thread.start()
 
@@ -101,12 +114,8 @@ class JobManager:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"job kind {kind!r} is not available on this backend yet "
                                                        f"(it runs: {', '.join(registered_kinds())})")
         self._check_sources(parsed, owner)
-        if getattr(parsed, "gpus", 1) > 1:
-            raise ProtocolError(ErrorCode.BAD_FIELD, f"config field 'gpus' {parsed.gpus}: a job on this backend "
-                                                     "trains on one GPU (each GPU runs its own job); to train one "
-                                                     "run on several, use 'carrara-backend train --gpus N' on the "
-                                                     "backend's host")
         with self._lock:
+            self._check_pool(getattr(parsed, "gpus", 1))
             if len(self._queue) >= self.quotas.queued_jobs:
                 raise ProtocolError(ErrorCode.QUOTA, f"{len(self._queue)} jobs are queued already, the most this "
                                                      "backend takes; wait for one to finish or cancel one")
@@ -117,6 +126,15 @@ class JobManager:
             self._queue.append(record.job_id)
             self._wake.notify_all()
             return record.snapshot()
+
+    def _check_pool(self, gpus: int) -> None:
+        """A job may pool as many devices as the server has workers, no more."""
+        if gpus > 1 and gpus > len(self._devices):
+            gpu_host = self._devices and all(d.startswith("cuda:") for d in self._devices)
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"config field 'gpus' {gpus}: this backend has "
+                                                     f"{len(self._devices)} {'GPUs' if gpu_host else 'job devices'} "
+                                                     f"({', '.join(self._devices) or 'none yet'}); ask for "
+                                                     f"{max(len(self._devices), 1)} or fewer")
 
     def _check_sources(self, config: Any, owner: str | None) -> None:
         """Refuse, before queueing, a job whose input this backend cannot read: the client can still fix it."""
@@ -223,6 +241,7 @@ class JobManager:
             if record.state == JobState.QUEUED:
                 self._queue.remove(record.job_id)
                 self._change(record, JobState.CANCELLED, "cancelled before it started")
+                self._wake.notify_all()         # workers held for it go back to the queue
             elif record.state == JobState.RUNNING and record.job_id in self._running:
                 self._running[record.job_id].set()
                 record.reason = "cancel requested; stopping at the next checkpoint"
@@ -251,30 +270,57 @@ class JobManager:
         self.workspace.save(record)
         self._emit(job_event(record.job_id, StateEvent(state, reason)))
 
-    def _work(self, device: str) -> None:
+    def _work(self, worker: int) -> None:
         while True:
             with self._lock:
-                while not self._stopping and not self._queue:
-                    self._wake.wait()
+                taken = None
+                while not self._stopping and taken is None:
+                    taken = None if worker in self._held else self._take(worker)
+                    if taken is None:
+                        self._wake.wait()
                 if self._stopping:
                     return
-                record = self._records[self._queue.popleft()]
+                record, pool = taken
+                devices = [self._devices[w] for w in pool]
                 cancel = threading.Event()
                 self._running[record.job_id] = cancel
                 record.attempts += 1
-                record.device = device
-                self._change(record, JobState.RUNNING, "started" if record.attempts == 1 else
-                             f"started again (attempt {record.attempts})")
-            state, reason, error = self._run(record, cancel, device)
+                record.device, record.devices = devices[0], devices
+                self._change(record, JobState.RUNNING, _start_reason(record))
+            state, reason, error = self._run(record, cancel, devices)
             with self._lock:
                 if error:
                     record.error = error.to_json()
                     self._emit(job_event(record.job_id, error))
                 self._change(record, state, reason)
                 del self._running[record.job_id]
+                for member in pool:
+                    self._held.pop(member, None)
+                self._wake.notify_all()
+
+    def _take(self, worker: int) -> tuple[JobRecord, list[int]] | None:
+        """Caller holds the lock: the oldest queued job and the workers it runs on, or None while there is none
+        or its pool is still gathering (the module's rule). A job that asks for more devices than the server has
+        now (a smaller host after a restart) takes them all: its checkpoint resumes on any number of ranks."""
+        if not self._queue:
+            self._gathering.clear()
+            return None
+        record = self._records[self._queue[0]]
+        need = min(int(record.config.get("gpus", 1)), len(self._devices))
+        if need == 1:
+            self._gathering.clear()
+            self._queue.popleft()
+            return record, [worker]
+        self._gathering = [w for w in self._gathering if w not in self._held and w != worker] + [worker]
+        if len(self._gathering) < need:
+            return None
+        pool, self._gathering = self._gathering, []
+        self._queue.popleft()
+        self._held.update((member, record.job_id) for member in pool if member != worker)
+        return record, pool
 
     def _run(self, record: JobRecord, cancel: threading.Event,
-             device: str) -> tuple[str, str, ErrorEvent | None]:
+             devices: list[str]) -> tuple[str, str, ErrorEvent | None]:
         if record.kind not in registered_kinds():
             return JobState.FAILED, "failed", ErrorEvent(f"job kind {record.kind!r} is not available on this backend")
         config_json = dict(record.config)
@@ -286,10 +332,10 @@ class JobManager:
                 folder = self.uploads.dataset_path(upload_id)
                 config_json["dataset"] = {"path": str(folder)}
                 context.allowed_roots = [folder.resolve()]     # an upload reads nothing but itself
-            if device.startswith("cuda:") and config_json.get("device") == "cuda":
+            if len(devices) == 1 and devices[0].startswith("cuda:") and config_json.get("device") == "cuda":
                 config_json["device"] = "auto"          # 'auto' takes the GPU this worker was given, not GPU 0
             run = runner(record.kind)
-            run(config_from_json(record.kind, config_json), context.job_dir, context, device)
+            run(config_from_json(record.kind, config_json), context.job_dir, context, ",".join(devices))
         except JobFailed as exc:
             return JobState.FAILED, "failed", ErrorEvent(str(exc))
         except ProtocolError as exc:
@@ -302,6 +348,14 @@ class JobManager:
                                              "next start", None
             return JobState.CANCELLED, "cancelled", None
         return JobState.FINISHED, "finished", None
+
+
+def _start_reason(record: JobRecord) -> str:
+    reason = "started" if record.attempts == 1 else f"started again (attempt {record.attempts})"
+    asked = int(record.config.get("gpus", 1))
+    if asked > len(record.devices):
+        reason += f" on {len(record.devices)} devices, not the {asked} it asked for: this backend has no more"
+    return reason
 
 
 def _visible(record: JobRecord, owner: str | None) -> bool:

@@ -59,6 +59,7 @@ class JobRecord:
     history: list[dict[str, str]] = field(default_factory=list)         # [{state, reason, time}]
     owner: str | None = None          # the submitter's CURVE key, "local" without keys; None: before owners
     device: str | None = None         # where the job runs or last ran ("cuda:1", "cpu"); None: not started yet
+    devices: list[str] = field(default_factory=list)   # all of them: a pool job's ("cuda:0", "cuda:1"), rank 0's first
 
     def set_state(self, state: str, reason: str = "") -> None:
         self.state, self.reason, self.updated = state, reason, now_iso()
@@ -70,7 +71,7 @@ class JobRecord:
                 "state": self.state, "reason": self.reason, "created": self.created, "updated": self.updated,
                 "progress": self.progress, "artifacts": self.artifacts, "error": self.error,
                 "attempts": self.attempts, "crashes": self.crashes, "history": self.history, "owner": self.owner,
-                "device": self.device}
+                "device": self.device, "devices": self.devices}
 
     def snapshot(self, *, with_config: bool = True) -> dict[str, Any]:
         """What JOB and JOBS replies carry: the job file minus its bookkeeping, its error message clipped (a
@@ -96,7 +97,8 @@ class JobRecord:
                    artifacts=dict(data.get("artifacts") or {}), error=data.get("error"),
                    attempts=int(data.get("attempts", 0)), crashes=int(data.get("crashes", 0)),
                    history=list(data.get("history") or []), owner=data.get("owner"),
-                   device=data.get("device"))
+                   device=data.get("device"),
+                   devices=list(data.get("devices") or ([data["device"]] if data.get("device") else [])))
 
 
 class Workspace:

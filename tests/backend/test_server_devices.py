@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from carrara.addon.client.connection import Connection, RemoteError
+from carrara.addon.client.connection import Connection
 from carrara.backend.server import capabilities
 from carrara.shared import protocol as p
 from engine_scenes import SceneTruth, cached_scene
@@ -53,9 +53,7 @@ def test_two_devices_run_two_jobs_at_once_and_name_them(scene, tmp_path, monkeyp
         # one worker would keep the second job queued until the first ended
         assert sorted(_states_when_the_first_ends(connection, jobs).values()) == ["finished", "running"]
         listed = {job["job_id"]: job for job in connection.call(p.MessageType.LIST_JOBS).body["jobs"]}
-        assert [listed[j]["device"] for j in jobs] == ["cpu", "cpu"]
-        with pytest.raises(RemoteError, match="'gpus' 2: a job on this backend trains on one GPU"):
-            connection.call(p.MessageType.SUBMIT, {"kind": "reconstruct", "config": _config(scene, gpus=2)})
+        assert [(listed[j]["device"], listed[j]["devices"]) for j in jobs] == [("cpu", ["cpu"])] * 2
         connection.close()
 
 
