@@ -1,9 +1,10 @@
 """What the operators ask of jobs the backend already has: cancel, resume, list, save their results, show their
-log, remove them. Each needs the connection and names what to do when there is none."""
+log, fetch a prepared dataset again, remove them. Each needs the connection and names what to do when there is none."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..scene.prepared_dataset import can_fetch_dataset_again
 from . import job_files
 from .keep_alive import current_connection
 from .runs import existing_run, find_run
@@ -46,3 +47,13 @@ def remove_job(job_id: str) -> None:
 def prune_jobs(older_than_days: float) -> None:
     """Remove this client's finished, failed and cancelled jobs older than ``older_than_days`` (0: all of them)."""
     job_files.prune_jobs(current_connection(), older_than_days)
+
+
+def fetch_dataset_again(job_id: str) -> None:
+    """Clear the fetch's error so the next tick starts it again (``step_dataset_fetches``)."""
+    current_connection()
+    run = existing_run(job_id)
+    if not can_fetch_dataset_again(run):
+        raise ValueError(f"job {job_id} has no prepared dataset whose fetch failed")
+    run.error = run.traceback = ""
+    runtime().dirty = True

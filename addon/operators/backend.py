@@ -75,6 +75,16 @@ class CARRARA_OT_job_resume(_JobOperator, bpy.types.Operator):
         jobs.resume_job(self.job_id)
 
 
+class CARRARA_OT_fetch_dataset_again(_JobOperator, bpy.types.Operator):
+    """Fetch the prepared dataset again: files already whole are kept, the rest continue where they stopped"""
+
+    bl_idname = "carrara.fetch_dataset_again"
+    bl_label = "Fetch Dataset Again"
+
+    def run(self) -> None:
+        jobs.fetch_dataset_again(self.job_id)
+
+
 class CARRARA_OT_job_show_traceback(bpy.types.Operator):
     """Put the backend's error and traceback for this job into a text block, to read or send in a bug report"""
 
@@ -123,4 +133,5 @@ class CARRARA_OT_check_dataset(bpy.types.Operator):
 
 
 CLASSES = (CARRARA_OT_backend_connect, CARRARA_OT_backend_start_local, CARRARA_OT_jobs_refresh,
-           CARRARA_OT_job_cancel, CARRARA_OT_job_resume, CARRARA_OT_job_show_traceback, CARRARA_OT_check_dataset)
+           CARRARA_OT_job_cancel, CARRARA_OT_job_resume, CARRARA_OT_fetch_dataset_again, CARRARA_OT_job_show_traceback,
+           CARRARA_OT_check_dataset)

@@ -7,6 +7,7 @@ import bpy
 from ...shared.protocol import JobState
 from ..client.connection import ConnectionState
 from ..properties.runs import UPLOADING, BackendStatusProperties, RunProperties
+from ..scene.prepared_dataset import can_fetch_dataset_again
 from .progress_text import progress_text, upload_text
 from .sidebar import SidebarPanel
 
@@ -96,6 +97,8 @@ def draw_run(layout: bpy.types.UILayout, run: RunProperties) -> None:
     if run.error:
         layout.label(text=run.error, icon='ERROR')
         layout.operator("carrara.job_show_traceback", icon='TEXT').job_id = run.job_id
+        if can_fetch_dataset_again(run):
+            layout.operator("carrara.fetch_dataset_again", icon='IMPORT').job_id = run.job_id
     if run.job_id and run.state in JobState.ACTIVE:
         layout.operator("carrara.job_cancel", icon='CANCEL').job_id = run.job_id
     if run.job_id and run.state in JobState.RESUMABLE:

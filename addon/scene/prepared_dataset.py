@@ -47,6 +47,12 @@ def finished_prepare(run: RunProperties) -> bool:
         not run.dataset_imported
 
 
+def can_fetch_dataset_again(run: RunProperties) -> bool:
+    """A remote prepare run whose dataset fetch failed (a dropped connection, a full disk): files already whole are
+    kept, so trying again continues where it stopped."""
+    return finished_prepare(run) and bool(run.dataset_manifest) and bool(run.error)
+
+
 def import_run(scene: Scene, run: RunProperties) -> bool:
     """Import the run's dataset once, even if it fails (the artist can import the folder by hand)."""
     run.dataset_imported = True

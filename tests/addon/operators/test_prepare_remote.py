@@ -6,21 +6,17 @@ Reconstruct on it sends its photos to the same backend and runs."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import bpy
 import pytest
 
 from carrara.addon.client import pump
-from carrara.addon.client.dataset_fetch import DatasetFetch
 from carrara.addon.client.jobs import cancel_job
-from carrara.addon.client.runtime import runtime
-from carrara.addon.client.transfers import TransferState
 from carrara.addon.operators import prepare as ops_prepare
+from carrara.addon.panels.backend import CARRARA_PT_jobs
 from carrara.addon.panels.capture import CARRARA_PT_reconstruction
 from carrara.shared.checksum import file_sha256
-from carrara.shared.protocol import ArtifactRef
 from sfm_inputs import chair_photos, chair_video
 from testkit import draw_panel, free_tcp_port, start_backend, stop_process
 
@@ -36,16 +32,6 @@ def _wait(condition, timeout_s: float, what: str) -> None:
 
 def _files(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _fetch_again(run, folder: Path) -> DatasetFetch:
-    fetch = DatasetFetch(run.job_id, ArtifactRef.from_json(json.loads(run.dataset_manifest)), folder)
-    connection = runtime().connection
-    deadline = time.monotonic() + 30
-    while fetch.state == TransferState.RUNNING and time.monotonic() < deadline:
-        fetch.step(connection)
-        connection.poll(0.01)
-    return fetch
 
 
 def test_a_video_is_prepared_on_an_uploads_only_backend_fetched_imported_and_reconstructed(backend_preferences,
@@ -83,16 +69,28 @@ def test_a_video_is_prepared_on_an_uploads_only_backend_fetched_imported_and_rec
         assert recon.has_capture and recon.image_count == report["registered"] >= 3
         assert recon.undistorted and recon.images_dir == str(chosen / "images")
 
-        # a fetch cut short resumes: a missing file, a half-arrived one and a damaged one all come back whole
+        # a fetch that fails names the file and offers to fetch again; again, it resumes: a missing file, a
+        # half-arrived one and a damaged one all come back whole, and the dataset is imported
         photos = sorted((chosen / "images").iterdir())
         photos[0].unlink()
         whole = photos[1].read_bytes()
         photos[1].unlink()
         photos[1].with_name(photos[1].name + ".partial").write_bytes(whole[:len(whole) // 2])
         photos[2].write_bytes(b"\0" * photos[2].stat().st_size)
-        fetch = _fetch_again(run, chosen)
-        assert fetch.state == TransferState.DONE, fetch.error
+        on_backend_photo = job_dir / "artifacts" / "dataset" / "images" / photos[0].name   # what fetches read
+        kept = on_backend_photo.read_bytes()
+        on_backend_photo.unlink()                        # the backend lost a file: this fetch cannot finish
+        run.dataset_imported = False
+        _wait(lambda: bool(run.error), 30, "the fetch to fail on the file the backend lost")
+        assert photos[0].name in run.error, run.error
+        jobs_panel = draw_panel(CARRARA_PT_jobs)
+        assert ("carrara.fetch_dataset_again", {"job_id": run.job_id}) in jobs_panel.operators()
+        on_backend_photo.write_bytes(kept)
+        assert bpy.ops.carrara.fetch_dataset_again(job_id=run.job_id) == {"FINISHED"}
+        _wait(lambda: run.dataset_imported or bool(run.error), 30, "the second fetch and the import")
+        assert run.error == "" and run.dataset_imported
         assert {k: v for k, v in _files(chosen).items() if k != "dataset_manifest.json"} == on_backend
+        assert ("carrara.fetch_dataset_again", {"job_id": run.job_id}) not in draw_panel(CARRARA_PT_jobs).operators()
 
         # Reconstruct on the imported dataset: the backend cannot read it, so its photos are uploaded, and it runs
         settings = bpy.context.scene.carrara.settings
