@@ -140,15 +140,16 @@ def free_tcp_port() -> int:
 
 # --- backends and datasets for the server, connection and pump tests ---------------------------------------------
 
-def start_backend(workspace: Path, port: int, *extra: str) -> "subprocess.Popen":
-    """A real ``python -m carrara.backend serve`` on loopback; its output goes to ``<workspace>.log``."""
+def start_backend(workspace: Path, port: int, *extra: str, env: dict[str, str] | None = None) -> "subprocess.Popen":
+    """A real ``python -m carrara.backend serve`` on loopback (``env``: variables to add to this process's); its
+    output goes to ``<workspace>.log``."""
     import subprocess
     import sys
     log = open(f"{workspace}.log", "ab")
     try:
         return subprocess.Popen([sys.executable, "-m", "carrara.backend", "serve", "--bind", f"tcp://127.0.0.1:{port}",
                                  "--workspace", str(workspace), *extra], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     finally:
         log.close()
 

@@ -7,15 +7,18 @@ from __future__ import annotations
 import os
 import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from carrara.addon.client.connection import RemoteError
+from carrara.addon.client.connection import Connection, RemoteError
 from carrara.backend.server import capabilities
 from carrara.backend.train.checkpoint import list_checkpoints
 from carrara.shared import protocol as p
-from testkit import EXAMPLE_CHAIR, connect_client, free_tcp_port, job_events, start_backend, stop_process
+from testkit import (EXAMPLE_CHAIR, connect_client, free_tcp_port, job_events, start_backend, stop_process,
+                     write_colmap_dataset)
 
 TERMINAL = {"finished", "failed", "cancelled", "interrupted"}
 
@@ -31,23 +34,58 @@ def _chair(**extra) -> dict:
             "mesh_resolution": 32, "texture": False, "decimate_faces": 0, "export_formats": ["ply"], **extra}
 
 
-@pytest.fixture
-def pool_server(tmp_path, monkeypatch):
-    """A real backend process with two job devices; its workspace and a connected client."""
-    monkeypatch.setenv(capabilities.JOB_DEVICES_ENV, "cpu,cpu")
+@contextmanager
+def serving(workspace: Path, devices: str) -> Iterator[Connection]:
+    """A real backend process whose jobs run on ``devices`` (CARRARA_JOB_DEVICES), and a connected client."""
     port = free_tcp_port()
-    process = start_backend(tmp_path / "workspace", port, "--device", "cpu")
-    connection = connect_client(f"tcp://127.0.0.1:{port}", 60)
-    yield tmp_path / "workspace", connection
-    connection.close()
-    stop_process(process)
+    process = start_backend(workspace, port, "--device", "cpu", env={capabilities.JOB_DEVICES_ENV: devices})
+    try:
+        connection = connect_client(f"tcp://127.0.0.1:{port}", 60)
+        yield connection
+        connection.close()
+    finally:
+        stop_process(process)
 
 
-def test_a_two_device_job_trains_on_both_and_reports_through_rank_zero(pool_server):
+@pytest.fixture
+def pool_server(tmp_path):
+    """A backend with two job devices: its workspace and a connected client."""
+    with serving(tmp_path / "workspace", "cpu,cpu") as connection:
+        yield tmp_path / "workspace", connection
+
+
+def _check(connection: Connection, dataset: Path) -> str:
+    return connection.call(p.MessageType.SUBMIT, {"kind": "check_dataset", "config": {
+        "dataset": {"path": str(dataset)}}}).job_id
+
+
+def _states_in_order(connection: Connection, job_ids: list[str], timeout_s: float) -> tuple[list, dict]:
+    """Every (job, state) change of ``job_ids`` in the order the server made them, and each job's events."""
+    order, events = [], {job_id: [] for job_id in job_ids}
+    deadline = time.monotonic() + timeout_s
+    while not all(_ended(e) for e in events.values()):
+        assert time.monotonic() < deadline, order
+        for message in connection.poll(0.05):
+            if message.type == p.MessageType.EVENT and message.job_id in events:
+                events[message.job_id].append(message.body)
+                if message.body["event"] == "state":
+                    order.append((message.job_id, message.body["state"]))
+    return order, events
+
+
+def test_a_two_device_job_trains_on_both_and_reports_through_rank_zero(pool_server, tmp_path):
     workspace, connection = pool_server
     assert connection.welcome["capabilities"]["job_devices"] == ["cpu", "cpu"]
+    slow = write_colmap_dataset(tmp_path / "slow", 16, (3000, 3000))        # a check that takes a few seconds
+    before = _check(connection, slow)
     job_id = connection.call(p.MessageType.SUBMIT, {"kind": "reconstruct", "config": _chair(gpus=2)}).job_id
-    events = job_events(connection, job_id, _ended, timeout_s=120)
+    after = _check(connection, write_colmap_dataset(tmp_path / "quick", 2))
+    order, all_events = _states_in_order(connection, [before, job_id, after], timeout_s=120)
+    # first come first served: the pool gathers the free worker and the one the first job frees; the later job,
+    # though one device was free all along, waits until the pool job ends
+    assert order.index((job_id, "running")) > order.index((before, "finished")), order
+    assert order.index((after, "running")) > order.index((job_id, "finished")), order
+    events = all_events[job_id]
     assert events[-1]["state"] == "finished", events[-5:]
     progress = [e for e in events if e["event"] == "progress"]
     assert progress and progress[-1]["iteration"] == progress[-1]["total"] == 6
@@ -109,3 +147,28 @@ def test_a_failing_rank_fails_the_job_with_its_error_and_the_server_serves_on(po
 
     job_id = connection.call(p.MessageType.SUBMIT, {"kind": "reconstruct", "config": _chair()}).job_id
     assert job_events(connection, job_id, _ended, timeout_s=60)[-1]["state"] == "finished"
+
+
+def test_a_cancelled_pool_job_checkpoints_once_and_resumes_on_one_device(tmp_path):
+    workspace = tmp_path / "workspace"
+    with serving(workspace, "cpu,cpu") as connection:
+        job_id = connection.call(p.MessageType.SUBMIT, {"kind": "reconstruct", "config": _chair(
+            gpus=2, iterations=30)}).job_id
+        job_events(connection, job_id, lambda events: any(e["event"] == "progress" for e in events), timeout_s=60)
+        connection.call(p.MessageType.CANCEL, job_id=job_id)
+        events = job_events(connection, job_id, _ended, timeout_s=60)
+        assert events[-1]["state"] == "cancelled", events[-5:]
+        written = list_checkpoints(workspace / "jobs" / job_id / "checkpoints")
+        assert len(written) == 1, written
+        stopped_at = int(written[0].stem.split("_")[1])
+        assert any(f"stopped at iteration {stopped_at} on request" in e.get("line", "") for e in events)
+    with serving(workspace, "cpu") as connection:      # the host has one device now: the run resumes on it
+        connection.call(p.MessageType.ATTACH, job_id=job_id)
+        assert connection.call(p.MessageType.RESUME, job_id=job_id).body["job"]["state"] == "queued"
+        events = job_events(connection, job_id, _ended, timeout_s=120)
+        assert events[-1]["state"] == "finished", events[-5:]
+        started = [e["reason"] for e in events if e["event"] == "state" and e["state"] == "running"]
+        assert len(started) == 1 and "on 1 devices, not the 2 it asked for" in started[0], started
+        logs = [e["line"] for e in events if e["event"] == "log"]
+        assert f"resumed from {written[0].name} at iteration {stopped_at}" in logs
+        assert not any("through torchrun" in line for line in logs)
