@@ -158,6 +158,14 @@ class Connection:
         return self.welcome.get("capabilities") or {}
 
     @property
+    def job_gpus(self) -> int | None:
+        """How many GPUs one job may train on at this backend (its job devices that are GPUs); None before the
+        welcome says."""
+        if not self.welcome:
+            return None
+        return sum(str(device).startswith("cuda:") for device in self.capabilities.get("job_devices") or ())
+
+    @property
     def followed_jobs(self) -> frozenset[str]:
         return frozenset(self._followed)
 

@@ -14,6 +14,8 @@ from ...shared.dataset_files import dataset_files
 from ...shared.jobs import config_from_json
 from ..client.keep_alive import ensure_connected
 from ..client.launches import launch_job, submit_job
+from ..client.runtime import runtime
+from ..properties.run_settings import gpus_to_submit
 from ..properties.runs import UPLOADING
 from .reporting import report_outcome
 
@@ -31,6 +33,12 @@ def readiness_problem(scene: bpy.types.Scene) -> str | None:
     return None
 
 
+def backend_gpus() -> int | None:
+    """GPUs one job may train on at the connected backend; None while no backend has said."""
+    connection = runtime().connection
+    return connection.job_gpus if connection is not None else None
+
+
 def reconstruct_config(scene: bpy.types.Scene) -> dict[str, Any]:
     """The ``reconstruct`` job config of this scene's reconstruction, sphere and settings, validated."""
     recon, settings = scene.carrara.reconstruction, scene.carrara.settings
@@ -42,6 +50,7 @@ def reconstruct_config(scene: bpy.types.Scene) -> dict[str, Any]:
         "preset": settings.preset,
         "iterations": settings.iterations or None,
         "device": settings.device,
+        "gpus": gpus_to_submit(settings.gpus, backend_gpus()),
         "downscale": float(settings.downscale),
         "preview_every_s": float(settings.preview_every_s),
         "preview_resolution": settings.preview_resolution,

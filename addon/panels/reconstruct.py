@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import bpy
 
-from ..operators.reconstruct import readiness_problem
+from ..operators.reconstruct import backend_gpus, readiness_problem
+from ..properties.run_settings import gpus_offered
 from .sidebar import SidebarPanel
 
 
@@ -22,6 +23,9 @@ class CARRARA_PT_reconstruct(SidebarPanel):
         training = layout.column(heading="Training")
         training.prop(settings, "iterations")
         training.prop(settings, "device")
+        offered = gpus_offered(backend_gpus())
+        if offered > 1:
+            training.prop(settings, "gpus", text=f"GPUs (of {offered})")
         training.prop(settings, "downscale")
         training.prop(settings, "send_photos")
         previews = layout.column(heading="Previews")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from ...shared.jobs import PRESET_INFO, AssetSettings, ReconstructConfig
+from ...shared.jobs import MAX_GPUS, PRESET_INFO, AssetSettings, ReconstructConfig
 
 _ASSET = AssetSettings()
 _RUN = ReconstructConfig()
@@ -22,6 +22,9 @@ class ReconstructSettings(bpy.types.PropertyGroup):
     iterations: bpy.props.IntProperty(name="Iterations", default=0, min=0,
                                       description="Training iterations; 0 uses the quality preset's")
     device: bpy.props.EnumProperty(name="Device", items=DEVICE_ITEMS, default=_RUN.device)
+    gpus: bpy.props.IntProperty(name="GPUs", default=_RUN.gpus, min=1, max=MAX_GPUS,
+                                description="GPUs of the backend's host to train this run on together (rays split "
+                                            "across them); offered when the backend has more than one")
     downscale: bpy.props.FloatProperty(name="Downscale", default=_RUN.downscale, min=1.0, soft_max=8.0,
                                        description="Train on photos shrunk by this factor (faster, less detail)")
     preview_every_s: bpy.props.FloatProperty(
@@ -49,6 +52,17 @@ class ReconstructSettings(bpy.types.PropertyGroup):
                 "vertex_colors": self.vertex_colors, "texture": self.texture, "texture_size": self.texture_size,
                 "remove_floaters": self.remove_floaters,
                 "export_formats": [name for name, on in (("ply", self.export_ply), ("glb", self.export_glb)) if on]}
+
+
+def gpus_offered(backend_gpus: int | None) -> int:
+    """The most GPUs a run may ask for: the backend's, when it has several; 1 (no choice to show) otherwise."""
+    return backend_gpus if backend_gpus is not None and backend_gpus > 1 else 1
+
+
+def gpus_to_submit(chosen: int, backend_gpus: int | None) -> int:
+    """What a submit asks for: the choice, at most the backend's GPUs; before the backend has said how many
+    (None), the choice as it is, and the backend judges it."""
+    return chosen if backend_gpus is None else min(chosen, gpus_offered(backend_gpus))
 
 
 CLASSES = (ReconstructSettings,)

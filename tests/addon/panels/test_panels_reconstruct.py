@@ -71,3 +71,41 @@ def test_a_distorted_model_is_refused_with_what_to_do(registered_addon):
     assert "image_undistorter" in problem
     with pytest.raises(RuntimeError, match="image_undistorter"):
         bpy.ops.carrara.reconstruct()
+
+
+def _shown(layout) -> dict[str, str | None]:
+    return {args[1]: kwargs.get("text") for name, args, kwargs in layout.calls if name == "prop"}
+
+
+def test_the_gpu_choice_shows_only_for_a_backend_with_several_gpus_and_the_submit_carries_it(
+        registered_addon, tmp_path, monkeypatch):
+    from carrara.addon.client.runtime import runtime
+    from carrara.backend.server import capabilities
+    from testkit import ServerThread, connect_client
+
+    assert bpy.ops.import_scene.carrara_colmap(filepath=str(CHAIR)) == {"FINISHED"}
+    scene = bpy.context.scene
+    scene.carrara.settings.gpus = 2
+    assert "gpus" not in _shown(draw_panel(reconstruct_panel.CARRARA_PT_reconstruct))
+    assert ops_reconstruct.reconstruct_config(scene)["gpus"] == 2     # no backend has said yet: it judges the choice
+
+    monkeypatch.delenv(capabilities.JOB_DEVICES_ENV, raising=False)
+    with ServerThread(tmp_path / "workspace") as server:           # a real backend on this machine: no GPU
+        connection = runtime().connection = connect_client(server.address)
+        try:
+            assert connection.job_gpus == 0
+            assert "gpus" not in _shown(draw_panel(reconstruct_panel.CARRARA_PT_reconstruct))
+            assert ops_reconstruct.reconstruct_config(scene)["gpus"] == 1
+
+            # what a 2-GPU host's backend says in its WELCOME (its job devices, from its own function)
+            caps = {**connection.capabilities, "gpu_count": 2,
+                    "job_devices": capabilities.job_devices({"device": "cuda", "gpu_count": 2})}
+            connection.welcome = {**connection.welcome, "capabilities": caps}
+            assert connection.job_gpus == 2
+            assert _shown(draw_panel(reconstruct_panel.CARRARA_PT_reconstruct))["gpus"] == "GPUs (of 2)"
+            assert ops_reconstruct.reconstruct_config(scene)["gpus"] == 2
+            scene.carrara.settings.gpus = 5                 # chosen on a bigger host: at most this one's
+            assert ops_reconstruct.reconstruct_config(scene)["gpus"] == 2
+        finally:
+            connection.close()
+            runtime().connection = None
