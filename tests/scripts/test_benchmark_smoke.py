@@ -109,3 +109,4 @@ def test_multigpu_benchmark_trains_on_one_and_two_ranks_and_runs_two_jobs_at_onc
     jobs = result["jobs"]
     assert jobs["job_devices"] == ["cpu", "cpu"] and [j["device"] for j in jobs["two_jobs"]] == ["cpu", "cpu"]
     assert all(j["share_of_one_job_rate"] > 0 for j in jobs["two_jobs"]), out[-2000:]
+    assert jobs["two_gpu_job"]["devices"] == ["cpu", "cpu"] and jobs["two_gpu_job"]["speedup_over_one_job"] > 0
