@@ -118,7 +118,7 @@ class ReconstructConfig(AssetSettings):
     downscale: float = 1.0                 # image downscale factor for training (>= 1)
     preview_every_s: float = 10.0          # seconds between streamed preview meshes; 0 turns them off
     preview_resolution: int = 128          # marching-cubes cells across the sphere for previews
-    gpus: int = 1                          # GPUs of the backend's host to train on (its capabilities' gpu_count)
+    gpus: int = 1                          # GPUs to train on together, at most the backend's job_devices
 
     def validate(self) -> None:
         self.dataset.validate()

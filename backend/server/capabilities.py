@@ -1,5 +1,6 @@
 """What this backend can do, as the add-on shows it: GPU, memory, torch and CUDA versions, tinycudann, device,
-and the devices the server runs jobs on (one job per GPU at a time).
+and the devices the server runs jobs on (one job per GPU at a time; a reconstruction's ``gpus`` pools several, at
+most all of them).
 
 torch is imported here, inside ``detect``, and nowhere at module level, so ``carrara-backend keys`` and the
 server's start stay light; the server probes on a thread while it already answers pings.

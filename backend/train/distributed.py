@@ -1,7 +1,8 @@
 """Data parallelism over rays with torchrun: every GPU draws its own rays, gradients are averaged.
 
-Started by ``carrara-backend train --gpus N`` (``backend/cli/launch.py`` re-executes the CLI under torchrun) or by
-hand as ``torchrun --nproc_per_node N -m carrara.backend train ...``; with WORLD_SIZE unset (or 1) nothing here does
+Started by ``carrara-backend train --gpus N`` (``backend/cli/launch.py`` re-executes the CLI under torchrun), by the
+server for a job on a pool of GPUs (``backend/jobs/rank_pool.py``; both through ``launch.py``) or by hand as
+``torchrun --nproc_per_node N -m carrara.backend train ...``; with WORLD_SIZE unset (or 1) nothing here does
 anything. Each rank draws its share of the preset's rays per step (``share``), so N ranks take the steps of one GPU
 with the same number of rays, and the run is the same length whatever N is. Gradients are all-reduced by hand after ``backward`` instead of wrapping the model in DDP, because the
 renderer calls the fields several times per step (up-sampling scans, taps, colour, background) and DDP expects one
