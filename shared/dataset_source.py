@@ -32,6 +32,10 @@ MIN_PHOTOS = 2                       # a surface needs at least two viewpoints
 #: cannot belong to these photos (a crop shifts it a little; a rescaled model moves it far out).
 PRINCIPAL_POINT_MARGIN = 0.5
 QUATERNION_TOLERANCE = 1e-3          # |q| - 1 beyond this: the stored rotation is not a rotation
+#: What to do about lens distortion, worded once: the verdict and the add-on's Reconstruct button both end with it.
+UNDISTORT_FIRST = ("undistort first: in Blender press Undistort for Training… in Carrara's Reconstruction panel, "
+                   "or run `carrara-backend prepare <model folder> --out <new folder>`, or COLMAP's "
+                   "image_undistorter (it writes undistorted images/ and a PINHOLE model)")
 
 #: Reads a photo fully and returns its (width, height) in pixels; raises OSError or ValueError when the file is not
 #: a readable image. Photos are decoded outside ``shared/`` (no imaging library here); without a reader, photos are
@@ -271,8 +275,7 @@ def _camera_problems(camera: Camera, where: str) -> list[DatasetProblem]:
                                              "PINHOLE-type photos")]
     if not is_pinhole_equivalent(camera.model, camera.params):
         return [DatasetProblem(ERROR, where, f"{name} has lens distortion; training needs undistorted PINHOLE-type "
-                                             "photos: undistort first (COLMAP image_undistorter writes undistorted "
-                                             "images/ and a PINHOLE model)")]
+                                             f"photos: {UNDISTORT_FIRST}")]
     if not (camera.width > 0 and camera.height > 0):
         return [DatasetProblem(ERROR, where, f"{name} is {camera.width}x{camera.height} pixels; a size must be "
                                              "positive: the model is corrupt, re-export it")]

@@ -1,11 +1,14 @@
 """Inputs for the Structure-from-Motion tests, made from data the repository ships: a short "phone video" of the
-chair (its renders in order round the chair, each sharp frame between two blurred copies of itself) and that
-video prepared once per session, for the tests that only need a finished dataset (the Blender import)."""
+chair (its renders in order round the chair, each sharp frame between two blurred copies of itself), that video
+prepared once per session, for the tests that only need a finished dataset (the Blender import), and the chair as
+a COLMAP workspace whose camera has lens distortion, as COLMAP's defaults leave an artist's model."""
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageFilter
 
 from testkit import REPO_ROOT
@@ -41,6 +44,19 @@ def chair_photos(folder: Path, count: int) -> Path:
     for name in CHAIR_PATH[:count]:
         (folder / f"{name}.png").write_bytes((CHAIR / "images" / f"{name}.png").read_bytes())
     return folder
+
+
+def distorted_chair(workspace: Path, k: float = 0.02) -> Path:
+    """The bundled chair as a COLMAP workspace (``images/`` + ``sparse/0/``, written by Carrara's own writer) whose
+    camera is SIMPLE_RADIAL with radial distortion ``k``: COLMAP's default model, which training refuses."""
+    from carrara.shared.colmap import read_model, write_model
+    rec = read_model(CHAIR)
+    for camera in rec.cameras.values():
+        fx, _, cx, cy = camera.params
+        camera.model, camera.params = "SIMPLE_RADIAL", np.array([fx, cx, cy, k])
+    write_model(rec, workspace / "sparse" / "0")
+    shutil.copytree(CHAIR / "images", workspace / "images")
+    return workspace
 
 
 def chair_video(folder: Path) -> Path:

@@ -11,6 +11,7 @@ from typing import Any
 import bpy
 
 from ...shared.dataset_files import dataset_files
+from ...shared.dataset_source import UNDISTORT_FIRST
 from ...shared.jobs import config_from_json
 from ..client.keep_alive import ensure_connected
 from ..client.launches import launch_job, submit_job
@@ -26,8 +27,7 @@ def readiness_problem(scene: bpy.types.Scene) -> str | None:
     if not recon.has_capture:
         return "Import a COLMAP model first (File > Import > COLMAP)"
     if not recon.undistorted:
-        return (f"The model's cameras ({recon.camera_models}) are not undistorted: run COLMAP's image_undistorter "
-                "and import its output")
+        return f"The model's cameras ({recon.camera_models}) have lens distortion: {UNDISTORT_FIRST}"
     if not recon.images_dir and recon.source_format == "COLMAP":
         return f"The photos of {recon.model_path} were not found: put them in an images/ folder beside the model"
     return None

@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
 
     prepare, defaults = verb("prepare", "Structure-from-Motion: photos or a video to an undistorted dataset for "
                                         "'train'"), PrepareConfig()
-    prepare.add_argument("input", type=Path, help="a folder of photos (JPEG, PNG, TIFF) or a video (MP4, MOV, MKV)")
+    prepare.add_argument("input", type=Path, help="a folder of photos (JPEG, PNG, TIFF), a video (MP4, MOV, "
+                         "MKV), or a COLMAP model's folder (then only undistortion runs)")
     prepare.add_argument("--out", type=Path, required=True, help="dataset folder to write (images/ + sparse/0/)")
     prepare.add_argument("--matcher", choices=PREPARE_MATCHERS, default=defaults.matcher,
                          help="pairs to match: auto takes sequential for a video or many photos, else exhaustive")

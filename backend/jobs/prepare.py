@@ -1,4 +1,5 @@
-"""The ``prepare`` job: Structure-from-Motion on photos or a video, the dataset published for the client.
+"""The ``prepare`` job: Structure-from-Motion on photos or a video (or an existing COLMAP model undistorted), the
+dataset published for the client.
 
 The job writes the dataset into its folder (``dataset/``) unless the config names an output path, and publishes
 ``prepare_report.json`` as its report artifact; the client imports the dataset from there. The stages are
@@ -15,15 +16,17 @@ from ..prepare.pipeline import REPORT_NAME, prepare
 from ..prepare.progress import Cancelled, PrepareFailed
 from ..prepare.publish import publish_dataset
 from .failure import JobFailed
-from .reporting import Reporter
+from .reporting import Reporter, allowed_roots
 
 
 def run(config: PrepareConfig, job_dir: Path, reporter: Reporter, device: str) -> None:
-    """The server's job: SfM on ``config.dataset`` into ``config.output_path`` or ``job_dir/dataset``; a dataset
-    in the job's folder is published for a client to fetch (its manifest is the ``dataset`` artifact)."""
+    """The server's job: SfM (or undistortion, for a model) on ``config.dataset`` into ``config.output_path`` or
+    ``job_dir/dataset``; a dataset in the job's folder is published for a client to fetch (its manifest is the
+    ``dataset`` artifact)."""
     out = Path(config.output_path) if config.output_path else job_dir / "dataset"
     try:
-        result = prepare(Path(config.dataset.path), out, job_dir / "sfm", config, reporter)
+        result = prepare(Path(config.dataset.path), out, job_dir / "sfm", config, reporter,
+                         allowed_roots(reporter))
     except PrepareFailed as exc:
         raise JobFailed(str(exc)) from exc
     except Cancelled:

@@ -4,11 +4,11 @@ which the client fetches as the job's ``dataset`` artifact and then fetches file
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 from ...shared.dataset_manifest import ARTIFACT_FOLDER, MANIFEST_NAME, manifest_entries, manifest_json
+from .linking import link_or_copy
 
 
 def publish_dataset(dataset: Path, artifacts_dir: Path) -> Path:
@@ -17,12 +17,7 @@ def publish_dataset(dataset: Path, artifacts_dir: Path) -> Path:
     shutil.rmtree(linked, ignore_errors=True)        # a resumed or re-run job publishes afresh
     entries = manifest_entries(dataset)
     for entry in entries:
-        target = linked / entry.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(dataset / entry.path, target)
-        except OSError:                              # a file system without hard links
-            shutil.copyfile(dataset / entry.path, target)
+        link_or_copy(dataset / entry.path, linked / entry.path)
     manifest = artifacts_dir / MANIFEST_NAME
     staging = manifest.with_name(manifest.name + ".partial")
     staging.write_text(manifest_json(entries), encoding="utf-8")

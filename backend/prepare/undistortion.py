@@ -2,17 +2,21 @@
 
 COLMAP's undistorter writes ``images/`` and ``sparse/`` into a staging folder inside the output; only when every
 photo is there are they moved into place as ``images/`` and ``sparse/0/``, so a full disk or a cancel never
-leaves a half dataset where a finished one is expected.
+leaves a half dataset where a finished one is expected. A model that is undistorted already goes through the same
+staging as it is (``copy_as_is``): its files copied, its photos linked.
 """
 from __future__ import annotations
 
 import errno
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pycolmap
 
-from .progress import StageProgress, failed, watched
+from .linking import link_or_copy
+from .progress import StageProgress, check_cancel, failed, watched
 from .stage_reporter import StageReporter
 
 STAGING = ".undistorting"
@@ -20,21 +24,16 @@ SPACE_MARGIN = 1.5       # undistorted JPEGs are about as large as the inputs; a
 _FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def undistort(model: pycolmap.Reconstruction, model_dir: Path, images_dir: Path, out: Path,
-              reporter: StageReporter) -> None:
-    """Write ``out/images`` and ``out/sparse/0`` (PINHOLE) from ``model``'s registered images."""
-    names = [model.images[i].name for i in model.reg_image_ids()]
-    staging = out / STAGING
-    shutil.rmtree(staging, ignore_errors=True)
+def undistort(names: list[str], model_dir: Path, images_dir: Path, out: Path, reporter: StageReporter) -> None:
+    """Write ``out/images`` and ``out/sparse/0`` (PINHOLE) from the model in ``model_dir`` whose registered images
+    are ``names`` (paths relative to ``images_dir``)."""
     out.mkdir(parents=True, exist_ok=True)
     _check_space(names, images_dir, out)
     progress = StageProgress(reporter, "undistortion", len(names))
     progress.update(0)
-    written = staging / "images"
-    try:
-        staging.mkdir()
-        with watched(reporter, progress, lambda: sum(1 for _ in written.iterdir()) if written.is_dir() else 0) \
-                as token:
+    with _staged(out) as staging:
+        written = staging / "images"
+        with watched(reporter, progress, lambda: _files_in(written)) as token:
             pycolmap.undistort_images(staging, model_dir, images_dir, output_type="COLMAP",
                                       cancellation_token=token)
         missing = [name for name in names if not (written / name).is_file()]
@@ -42,6 +41,36 @@ def undistort(model: pycolmap.Reconstruction, model_dir: Path, images_dir: Path,
             raise failed("undistortion", f"{len(missing)} undistorted photo(s) were not written to {written}, "
                          f"the first {missing[0]} (is the disk full?)",
                          f"Free space on the disk of {out} and run again")
+    progress.update(len(names))
+
+
+def copy_as_is(names: list[str], model_files: list[Path], images_dir: Path, out: Path,
+               reporter: StageReporter) -> None:
+    """Write ``out/images`` (the photos ``names``, linked where the disk allows) and ``out/sparse/0`` (copies of
+    ``model_files``) for a model with nothing to undistort."""
+    out.mkdir(parents=True, exist_ok=True)
+    progress = StageProgress(reporter, "undistortion", len(names))
+    progress.update(0)
+    with _staged(out) as staging:
+        (staging / "sparse").mkdir()
+        (staging / "images").mkdir()
+        for path in model_files:
+            shutil.copyfile(path, staging / "sparse" / path.name)
+        for index, name in enumerate(names):
+            check_cancel(reporter)
+            link_or_copy(images_dir / name, staging / "images" / name)
+            progress.update(index + 1)
+
+
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A clean staging folder inside ``out``, placed as the dataset when the block ends well and removed always;
+    a full disk fails naming it."""
+    staging = out / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir()
+        yield staging
         _place(staging, out)
     except OSError as exc:
         if exc.errno in _FULL_DISK:
@@ -50,7 +79,11 @@ def undistort(model: pycolmap.Reconstruction, model_dir: Path, images_dir: Path,
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    progress.update(len(names))
+
+
+def _files_in(folder: Path) -> int:
+    """Files written so far under ``folder`` (photo names may hold sub-folders)."""
+    return sum(1 for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else 0
 
 
 def _check_space(names: list[str], images_dir: Path, out: Path) -> None:
