@@ -34,8 +34,10 @@ class CARRARA_PT_reconstruction(SidebarPanel):
         if not props.images_dir:
             box.label(text="Photos' folder not found", icon="ERROR")
         if not props.undistorted:
-            _wrapped(box, "The cameras are distorted: Blender shows them as pinholes. Undistort the photos "
-                          "(COLMAP image_undistorter) before training.", "ERROR")
+            _wrapped(box, "The cameras have lens distortion: Blender shows them as pinholes, and training needs "
+                          "undistorted photos.", "ERROR")
+            if props.source_format == "COLMAP":
+                box.operator("carrara.undistort_capture", icon="IMAGE_DATA")
         box.operator("carrara.look_through_camera", icon="CAMERA_DATA")
 
         layout.prop(props, "scene_type", expand=True)

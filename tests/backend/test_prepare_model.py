@@ -18,8 +18,10 @@ from carrara.backend.prepare.pipeline import REPORT_NAME, prepare
 from carrara.backend.prepare.progress import PrepareFailed
 from carrara.shared.colmap import read_model
 from carrara.shared.dataset_source import UNDISTORT_FIRST, judge_dataset
+from carrara.shared import protocol as p
 from carrara.shared.jobs import DatasetRef, PrepareConfig
 from sfm_inputs import CHAIR, RecordingReporter, distorted_chair
+from testkit import ServerThread, connect_client, job_events
 
 
 def _prepare(model, out, reporter=None):
@@ -119,3 +121,31 @@ def test_an_output_inside_the_model_is_refused_and_the_photos_are_untouched(tmp_
     with pytest.raises(PrepareFailed, match=r"^output: .*images/undistorted overlaps the model's own folder"):
         _prepare(model, model / "images" / "undistorted")
     assert sorted(p.name for p in (model / "images").iterdir()) == before
+
+
+def test_the_server_job_fails_a_model_with_a_missing_photo_then_undistorts_it_once_restored(tmp_path):
+    model = distorted_chair(tmp_path / "garden")
+    photo = model / "images" / "r_8.png"
+    kept = photo.read_bytes()
+    photo.unlink()
+    over = lambda events: bool(events) and events[-1]["event"] == "state" and events[-1]["state"] in (
+        "finished", "failed", "cancelled")
+    with ServerThread(tmp_path / "workspace") as server:
+        connection = connect_client(server.address)
+
+        def submit() -> list[dict]:
+            job_id = connection.call(p.MessageType.SUBMIT, {"kind": "prepare", "config": {
+                "dataset": {"path": str(model)}}}).job_id
+            return job_events(connection, job_id, over, timeout_s=60.0)
+
+        events = submit()
+        error = next(e for e in events if e["event"] == "error")
+        assert events[-1]["state"] == "failed" and error["traceback"] == ""
+        assert error["message"].startswith("model: ") and "r_8.png: photo of image" in error["message"]
+        photo.write_bytes(kept)
+        events = submit()
+        assert events[-1]["state"] == "finished", [e for e in events if e["event"] in ("log", "error")]
+        phases = [e["phase"] for e in events if e["event"] == "progress"]
+        assert phases[0] == "model" and phases[-1] == "undistortion" and set(phases) == {"model", "undistortion"}
+        assert any(e["event"] == "artifact" and e["artifact"]["kind"] == "dataset" for e in events)
+        connection.close()
