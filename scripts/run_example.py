@@ -56,6 +56,7 @@ def main() -> int:
     from carrara.addon.client.runtime import runtime
     from carrara.addon.client.connection import ConnectionState
     from carrara.addon.client.transfers import ArtifactDownload, TransferState
+    from carrara.addon.panels.progress_text import status_bar_text
     from carrara.shared import protocol as p
 
     prefs = bpy.context.preferences.addons["carrara"].preferences
@@ -111,7 +112,7 @@ def main() -> int:
         line = f"{current.state} {current.iteration}/{current.total}"
         if line != last_line and current.iteration % 50 == 0:
             last_line = line
-            _say(f"{line} loss {current.loss:.4f} psnr {current.psnr:.2f} dB")
+            _say(status_bar_text(current))      # the panel's words: figures not known yet are left out
         # The files are written after the final mesh is sent: the job is done once it says "finished".
         return (bool(current.final_object) and current.state == "finished") or \
             current.state in ("failed", "cancelled", "missing")
