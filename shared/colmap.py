@@ -23,7 +23,10 @@ from .camera_models import MODELS_BY_ID, MODELS_BY_NAME
 from .reconstruction import Camera, Image, Points3D, Reconstruction
 
 MODEL_FILES = ("cameras", "images", "points3D")
-_RIG_FILES = ("rigs", "frames")
+#: The extensions of a binary and a text model, the binary one preferred.
+MODEL_EXTENSIONS = (".bin", ".txt")
+#: Written by COLMAP >= 3.12 beside the three model files; this reader does not need them.
+RIG_FILES = ("rigs", "frames")
 _SENSOR_TYPE_CAMERA = 0
 _MAX_IMAGE_SIDE = 1 << 20            # a width or height beyond this means a corrupt cameras file
 _NAME_SAMPLE = 20                    # image names checked when looking for the photos folder
@@ -80,7 +83,7 @@ def _model_extension(folder: Path, strict: bool = True) -> str | None:
     """".bin" or ".txt" when ``folder`` holds a whole model; a partial one is an error naming the missing file
     (``strict``) or is passed over (when choosing among numbered sub-models)."""
     names = set(_list_dir(folder))
-    present = {ext: [f"{stem}{ext}" in names for stem in MODEL_FILES] for ext in (".bin", ".txt")}
+    present = {ext: [f"{stem}{ext}" in names for stem in MODEL_FILES] for ext in MODEL_EXTENSIONS}
     for ext, found in present.items():
         if all(found):
             return ext

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,16 +82,18 @@ class DatasetProblem:
     severity: str                     # ERROR or WARNING
     where: str                        # the file, or the file and field, at fault
     text: str                         # what is wrong and what to do
+    lens_distortion: bool = False     # the one error undistortion removes (prepare undistorts past it)
 
     def __str__(self) -> str:
         return f"{self.where}: {self.text}"
 
-    def to_json(self) -> dict[str, str]:
-        return {"file": self.where, "severity": self.severity, "problem": self.text}
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"file": self.where, "severity": self.severity, "problem": self.text}
+        return {**data, "lens_distortion": True} if self.lens_distortion else data
 
     @classmethod
-    def from_json(cls, data: dict[str, str]) -> "DatasetProblem":
-        return cls(data["severity"], data["file"], data["problem"])
+    def from_json(cls, data: dict[str, Any]) -> "DatasetProblem":
+        return cls(data["severity"], data["file"], data["problem"], bool(data.get("lens_distortion", False)))
 
 
 @dataclass
@@ -275,7 +278,7 @@ def _camera_problems(camera: Camera, where: str) -> list[DatasetProblem]:
                                              "PINHOLE-type photos")]
     if not is_pinhole_equivalent(camera.model, camera.params):
         return [DatasetProblem(ERROR, where, f"{name} has lens distortion; training needs undistorted PINHOLE-type "
-                                             f"photos: {UNDISTORT_FIRST}")]
+                                             f"photos: {UNDISTORT_FIRST}", lens_distortion=True)]
     if not (camera.width > 0 and camera.height > 0):
         return [DatasetProblem(ERROR, where, f"{name} is {camera.width}x{camera.height} pixels; a size must be "
                                              "positive: the model is corrupt, re-export it")]

@@ -12,15 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from ...shared.camera_models import is_pinhole_equivalent
-from ...shared.colmap import MODEL_FILES, ColmapError, find_model_dir
-from ...shared.dataset_source import (ERROR, UNDISTORT_FIRST, DatasetProblem, DatasetSource, open_dataset,
-                                      photo_problems)
+from ...shared.colmap import MODEL_EXTENSIONS, MODEL_FILES, RIG_FILES, ColmapError, find_model_dir
+from ...shared.dataset_source import ERROR, DatasetProblem, DatasetSource, open_dataset, photo_problems
 from ..data.photo_probe import PhotoProbe
 from .progress import StageProgress, check_cancel, failed
 from .stage_reporter import StageReporter
 
-MODEL_SUFFIXES = (".bin", ".txt")
-_RIG_FILES = ("rigs", "frames")       # written by COLMAP >= 3.12 beside the three model files
 
 
 @dataclass
@@ -46,7 +43,7 @@ class ExistingModel:
         """The model's own files, copied as they are when there is nothing to undistort."""
         ext = self.source.names_file.suffix
         folder = self.source.model_path
-        return [folder / f"{stem}{ext}" for stem in MODEL_FILES + _RIG_FILES if (folder / f"{stem}{ext}").is_file()]
+        return [folder / f"{stem}{ext}" for stem in MODEL_FILES + RIG_FILES if (folder / f"{stem}{ext}").is_file()]
 
     @property
     def mean_reprojection_error_px(self) -> float | None:
@@ -62,7 +59,7 @@ def is_model(path: Path) -> bool:
     """A COLMAP model is at ``path`` (a model file, the folder, sparse/, sparse/<n>/), whole or not: a partial or
     corrupt one is still the artist's model, and reading it names the file at fault."""
     if path.is_file():
-        return path.stem in MODEL_FILES and path.suffix.lower() in MODEL_SUFFIXES
+        return path.stem in MODEL_FILES and path.suffix.lower() in MODEL_EXTENSIONS
     try:
         find_model_dir(path)
         return True
@@ -70,7 +67,7 @@ def is_model(path: Path) -> bool:
         sparse = path / "sparse"
         folders = [path, sparse, *(sparse.iterdir() if sparse.is_dir() else ())]
         return any((folder / f"{stem}{ext}").is_file() for folder in folders
-                   for stem in MODEL_FILES for ext in MODEL_SUFFIXES)
+                   for stem in MODEL_FILES for ext in MODEL_EXTENSIONS)
 
 
 def read_existing_model(path: Path, reporter: StageReporter,
@@ -95,4 +92,4 @@ def read_existing_model(path: Path, reporter: StageReporter,
 
 def _blocking(problems: list[DatasetProblem]) -> list[DatasetProblem]:
     """The errors that stop undistortion: every one the verdict finds except the distortion it is here to remove."""
-    return [p for p in problems if p.severity == ERROR and not p.text.endswith(UNDISTORT_FIRST)]
+    return [p for p in problems if p.severity == ERROR and not p.lens_distortion]
