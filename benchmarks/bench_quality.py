@@ -250,7 +250,6 @@ def main() -> None:
         args.preset, args.minutes, args.resolution, args.calibration_steps = "ci", [0.05, 0.1], 48, 3
     elif device.type != "cuda":
         raise SystemExit("bench_quality.py needs a CUDA GPU (use --smoke to check the script on the CPU)")
-    torch.set_float32_matmul_precision("high")
     figures = run(args, device)
     if figures is None:
         return

@@ -5,7 +5,8 @@
     python3 benchmarks/bench_training.py --smoke              # here, on the CPU: the ci preset, a few steps
 
 Per preset, on the memory plan chosen for this GPU's free memory:
-- ``ours``: ``Trainer.step()`` as the engine runs it (Triton encoding, occupancy-guided samples, bf16 colour MLPs):
+- ``ours``: ``Trainer.step()`` as the engine runs it (Triton encoding, occupancy-guided samples, bf16 colour MLPs,
+  the step captured as a CUDA graph, the SDF's gradient taps as split-precision differences):
   iterations/s, rays/s, rendered samples/s, SDF evaluations/s (rendered samples x 5 for the 4-tap gradient, plus
   the no-grad up-sampling scans), peak memory against the plan's estimate (its calibration), and the preset's
   expected duration (its iterations / the rate) against its target (preview ~60 s, standard ~600 s on an H100);
@@ -15,13 +16,18 @@ Per preset, on the memory plan chosen for this GPU's free memory:
   no occupancy grid: 129 rendered intervals per ray);
 - baseline ``no_eikonal_ball``: the same steps without the eikonal points drawn in the unit ball (our departure
   from the recipe, ``LossWeights.eikonal_ball_points_per_ray``): what that loss term costs.
+- engine baselines (issue 17, always run on a GPU, ``--steps`` steps each like ``ours``): ``baseline_before_issue_17``
+  (neither the CUDA graph nor split-precision taps: the engine as it was), ``baseline_no_cuda_graph`` and
+  ``baseline_fp32_taps`` (one of the two off); the first with its own step breakdown (the others run the kernels
+  of ``ours`` or of that one).
 Every figure of a baseline is also given as ours / baseline.
 
 ``step_breakdown`` (per preset, also in ``--smoke``): where a step of ``ours`` spends its time, part by part
 (ray batch, depth sampling, encoding, SDF and colour MLPs, numerical gradient, background, losses, optimizer),
 forward and backward apart, from a torch profiler run over one occupancy-update period (``step_breakdown.py``
-says how backward time is traced to its part); the table is printed too. ``--skip-baselines`` keeps only ``ours``
-and its breakdown (preview + standard: about a minute of device time expected on a warm machine).
+says how backward time is traced to its part; the profiled steps run uncaptured, as a graph's kernels cannot be
+traced to their parts, so the breakdown is kernel time and its wall time is the eager one); the table is printed
+too. ``--skip-baselines`` keeps ``ours``, its breakdown and the engine baselines.
 Results: benchmarks/results/training_<gpu>.json.
 """
 from __future__ import annotations
@@ -48,6 +54,11 @@ from carrara.backend.train.trainer import Trainer  # noqa: E402
 TARGET_SECONDS = {"preview": 60.0, "standard": 600.0}
 DEFAULT_DATASET = _bootstrap.REPO_ROOT / "examples" / "chair"
 RECIPE_SAMPLING = SamplingConfig(n_uniform=0, n_guided=64, n_fine=16, fine_rounds=4, n_background=32)
+ENGINE_BASELINES = {  # Trainer's engine options off, alone and together (issue 17's A/B)
+    "baseline_before_issue_17": {"cuda_graph": False, "split_precision_taps": False},
+    "baseline_no_cuda_graph": {"cuda_graph": False, "split_precision_taps": True},
+    "baseline_fp32_taps": {"cuda_graph": True, "split_precision_taps": False},
+}
 
 
 def measure(trainer: Trainer, warmup: int, steps: int) -> dict[str, Any]:
@@ -81,8 +92,13 @@ def ratios(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
 
 
 def profile_breakdown(trainer: Trainer, steps: int, step_ms_unprofiled: float) -> dict[str, Any]:
-    """Where the time of ``steps`` steps goes, per part (forward and backward apart), steps as ``measure`` runs."""
-    prof, seconds = step_breakdown.profile_steps(trainer.step, steps, trainer.device)
+    """Where the time of ``steps`` steps goes, per part (forward and backward apart), steps as ``measure`` runs,
+    uncaptured (a CUDA graph's kernels carry no ranges)."""
+    graph, trainer.graph = trainer.graph, None
+    try:
+        prof, seconds = step_breakdown.profile_steps(trainer.step, steps, trainer.device)
+    finally:
+        trainer.graph = graph
     return step_breakdown.breakdown(prof, steps, seconds, trainer.device, step_ms_unprofiled)
 
 
@@ -106,9 +122,12 @@ def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: i
         result["step_breakdown"] = profile_breakdown(trainer, profile_steps or settings.occupancy_every,
                                                      1e3 / ours["it_per_s"])
         print(step_breakdown.table(name, result["step_breakdown"]), flush=True)
+        if trainer.graph is not None:
+            ours["graph_captures"] = trainer.graph.captures
         if device.type == "cuda" and with_baselines:
             encoding = trainer.model.sdf_field.encoding
             chosen, encoding.implementation = encoding.implementation, "torch"
+            trainer.graph = None           # uncaptured, as before issue 17: this baseline is about the encoding
             result["baseline_torch_encoding"] = _baseline(trainer, ours, baseline_steps)
             encoding.implementation = chosen
     finally:
@@ -116,9 +135,13 @@ def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: i
     del trainer
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    budget = plan.image_cache_bytes if plan else 1 << 30
+    if device.type == "cuda":
+        for label, engine in ENGINE_BASELINES.items():
+            result[label] = _settings_baseline(dataset, settings, device, budget, ours, steps, engine=engine,
+                                               breakdown=label == "baseline_before_issue_17", warmup=warmup)
     if not with_baselines:
         return result
-    budget = plan.image_cache_bytes if plan else 1 << 30
     recipe = dataclasses.replace(settings, sampling=RECIPE_SAMPLING)
     result["baseline_recipe_sampling"] = _settings_baseline(dataset, recipe, device, budget, ours, baseline_steps,
                                                             occupancy=False)
@@ -129,13 +152,20 @@ def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: i
 
 
 def _settings_baseline(dataset, settings, device: torch.device, image_budget: int, ours: dict[str, Any],
-                       steps: int, occupancy: bool = True) -> dict[str, Any]:
-    """The same steps on a fresh trainer built from other settings (and without the occupancy grid if asked)."""
-    trainer = Trainer(dataset, settings, device=device, image_budget=image_budget)
+                       steps: int, occupancy: bool = True, engine: dict[str, bool] | None = None,
+                       breakdown: bool = False, warmup: int = 1) -> dict[str, Any]:
+    """The same steps on a fresh trainer built from other settings or engine options (``Trainer``'s keywords),
+    without the occupancy grid if asked, with its own step breakdown if asked."""
+    trainer = Trainer(dataset, settings, device=device, image_budget=image_budget, **(engine or {}))
     if not occupancy:
         trainer.renderer.occupancy = None
     try:
-        return _baseline(trainer, ours, steps)
+        base = _baseline(trainer, ours, steps, warmup)
+        if engine is not None:
+            base["engine"] = engine
+        if breakdown and "error" not in base:
+            base["step_breakdown"] = profile_breakdown(trainer, settings.occupancy_every, 1e3 / base["it_per_s"])
+        return base
     finally:
         trainer.close()
         del trainer
@@ -143,9 +173,9 @@ def _settings_baseline(dataset, settings, device: torch.device, image_budget: in
             torch.cuda.empty_cache()
 
 
-def _baseline(trainer: Trainer, ours: dict[str, Any], steps: int) -> dict[str, Any]:
+def _baseline(trainer: Trainer, ours: dict[str, Any], steps: int, warmup: int = 1) -> dict[str, Any]:
     try:
-        base = measure(trainer, 1, steps)
+        base = measure(trainer, warmup, steps)
     except torch.cuda.OutOfMemoryError as exc:
         return {"error": f"out of memory: {exc}".splitlines()[0]}
     base.update(ratios(ours, base))

@@ -14,6 +14,7 @@ analytic-SDF tests can check the stencil without any network.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -22,10 +23,16 @@ TETRAHEDRON = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1
 TAPS = 4
 
 
+@functools.cache
+def _corners(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """TETRAHEDRON on ``device``, copied there once: a captured CUDA graph may not copy from host memory."""
+    return TETRAHEDRON.to(device, dtype)
+
+
 def tetrahedron_points(x: torch.Tensor, eps: float) -> torch.Tensor:
     """(5N, 3): the N points themselves, then their four taps, tap-major (rows N*(1+i) .. N*(2+i) are tap i)."""
     step = eps / math.sqrt(3.0)
-    taps = x[None, :, :] + step * TETRAHEDRON.to(x)[:, None, :]
+    taps = x[None, :, :] + step * _corners(x.device, x.dtype)[:, None, :]
     return torch.cat((x, taps.reshape(-1, 3)), 0)
 
 
@@ -35,6 +42,6 @@ def tetrahedron_derivatives(values: torch.Tensor, eps: float) -> tuple[torch.Ten
     centre = values[:n]
     taps = values[n:].view(TAPS, n)
     step = eps / math.sqrt(3.0)
-    gradient = torch.einsum("tn,tc->nc", taps, TETRAHEDRON.to(values)) / (TAPS * step)
+    gradient = torch.einsum("tn,tc->nc", taps, _corners(values.device, values.dtype)) / (TAPS * step)
     laplacian = (taps.sum(0) * 0.5 - 2.0 * centre) / (step * step)
     return centre, gradient, laplacian

@@ -47,7 +47,7 @@ class OccupancyGrid:
             values = sdf(self._centres(flat))
             # NaN counts as occupied: the NaN guard deals with a broken field, sampling must not hide it.
             occupied[flat] = ~(values.abs() > threshold)
-        self.occupied = occupied
+        self.occupied.copy_(occupied)     # in place: a captured training step reads this very tensor
         self.updates += 1
 
     def lookup(self, points: torch.Tensor) -> torch.Tensor:
@@ -70,5 +70,5 @@ class OccupancyGrid:
     def load_state_dict(self, state: dict) -> None:
         if int(state["resolution"]) != self.resolution:
             raise ValueError(f"occupancy grid resolution {state['resolution']} does not match {self.resolution}")
-        self.occupied = state["occupied"].to(self.device)
+        self.occupied.copy_(state["occupied"])
         self.updates = int(state["updates"])

@@ -54,14 +54,18 @@ class RenderResult:
 
 class Renderer:
     def __init__(self, model: NeuralSurface, sampling: SamplingConfig, occupancy: OccupancyGrid | None = None,
-                 mixed_precision: bool = False):
+                 mixed_precision: bool = False, split_precision_taps: bool = False):
+        """``split_precision_taps``: the SDF's gradient taps as fp32 differences on bf16 tensor cores
+        (``SdfField.with_derivatives(reduced_precision=True)``, which says why that keeps their precision)."""
         self.model, self.sampling, self.occupancy = model, sampling, occupancy
         self.mixed_precision = mixed_precision
+        self.split_precision_taps = split_precision_taps
 
     def _autocast(self, device: torch.device):
-        """bf16 for the colour and background MLPs only (never the SDF: see sdf_field.py)."""
+        """bf16 for the colour and background MLPs only (the SDF: see sdf_field.py). No cast cache, which a
+        captured CUDA graph forbids (its weights are recomputed by weight norm on every call anyway)."""
         if self.mixed_precision and device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
         return nullcontext()
 
     @torch.no_grad()
@@ -91,7 +95,7 @@ class Renderer:
         return depths
 
     def render(self, origins: torch.Tensor, directions: torch.Tensor, *, view_ids: torch.Tensor | None,
-               cos_ratio: float, background_rgb: torch.Tensor | None,
+               cos_ratio: float | torch.Tensor, background_rgb: torch.Tensor | None,
                generator: torch.Generator | None) -> RenderResult:
         """Render unit-direction rays (R, 3) given in unit-sphere coordinates; ``generator`` None = deterministic."""
         model = self.model
@@ -104,7 +108,8 @@ class Renderer:
         n_rays, n_samples = mids.shape
         points = (origins[:, None, :] + directions[:, None, :] * mids[..., None]).reshape(-1, 3)
         dirs = directions[:, None, :].expand(n_rays, n_samples, 3).reshape(-1, 3)
-        field = model.sdf_field.with_derivatives(points, model.gradient_step, model.active_levels)
+        field = model.sdf_field.with_derivatives(points, model.gradient_step, model.active_levels,
+                                                 reduced_precision=self.split_precision_taps)
         normals = F.normalize(field.gradient, dim=-1)
         codes = model.appearance_codes(view_ids)
         with self._autocast(points.device), step_range("color_mlp"):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 
-def annealed_cos(true_cos: torch.Tensor, ratio: float) -> torch.Tensor:
+def annealed_cos(true_cos: torch.Tensor, ratio: float | torch.Tensor) -> torch.Tensor:
     """NeuS's cos annealing: early on (ratio 0) every direction counts as approaching the surface a little, so
     back-facing samples still receive gradients; at ratio 1 it is the true cos, clipped to <= 0."""
     return -(F.relu(-true_cos * 0.5 + 0.5) * (1.0 - ratio) + F.relu(-true_cos) * ratio)

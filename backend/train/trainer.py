@@ -1,6 +1,7 @@
 """The training loop's state and one step of it; the CLI and the server's reconstruct job both drive it.
 
 ``Trainer.step()`` is one iteration: schedule, occupancy refresh, a ray batch, NeuS rendering, losses, AdamW.
+On a GPU everything after the ray batch is one captured CUDA graph (``step_graph.py``), replayed each step.
 ``Trainer.train()`` repeats it with validation and plateau detection, calling back after each step so the caller
 reports progress, streams previews, writes checkpoints and honours cancel requests.
 
@@ -38,6 +39,7 @@ from .distributed import Distributed
 from .presets import PLATEAU_MIN_GAIN_DB
 from .schedules import Schedule, per_level_scale
 from .settings import TrainSettings
+from .step_graph import StepGraph, StepInputs
 
 STATE_FORMAT = 1
 GUARD_EVERY_CUDA = 8
@@ -72,7 +74,10 @@ class StepStats:
 class Trainer:
     def __init__(self, dataset: PosedDataset, settings: TrainSettings, *, device: str | torch.device = "cpu",
                  image_budget: int = 0, host_budget: int | None = None, seed: int = 0,
-                 distributed: Distributed | None = None, log: Callable[[str, str], None] | None = None):
+                 distributed: Distributed | None = None, log: Callable[[str, str], None] | None = None,
+                 cuda_graph: bool = True, split_precision_taps: bool = True):
+        """``cuda_graph`` and ``split_precision_taps`` (both GPU only) change how a step is computed, not what:
+        benchmarks turn them off for their baselines."""
         self.dataset, self.settings = dataset, settings
         self.device = torch.device(device)
         self.dist = distributed or Distributed()
@@ -82,8 +87,10 @@ class Trainer:
             self.model = NeuralSurface(settings.model).to(self.device)
         self.dist.broadcast_module(self.model)
         self.occupancy = OccupancyGrid(settings.occupancy_resolution, self.device)
+        on_cuda = self.device.type == "cuda"
         self.renderer = Renderer(self.model, settings.sampling, self.occupancy,
-                                 mixed_precision=settings.mixed_precision)
+                                 mixed_precision=settings.mixed_precision,
+                                 split_precision_taps=split_precision_taps and on_cuda)
         self.optimizer = self._make_optimizer()
         grid = settings.model.sdf
         self.schedule = Schedule(settings.schedule, settings.iterations, grid.n_levels,
@@ -106,6 +113,8 @@ class Trainer:
         self.best_psnr = float("-inf")
         self.validations_since_best = 0
         self._bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        self.graph = (StepGraph(self._compute, self.device, (self.render_generator,))
+                      if cuda_graph and on_cuda and not self.dist.enabled else None)
         self._snapshot: dict[str, Any] | None = None
         self.take_snapshot()
 
@@ -121,15 +130,27 @@ class Trainer:
             {"params": [self.model.s_var], "lr": o.lr_s, "base_lr": o.lr_s, "weight_decay": 0.0},
             {"params": mlps, "lr": o.lr, "base_lr": o.lr, "weight_decay": o.weight_decay},
         ]
-        fused = self.device.type == "cuda"
-        return torch.optim.AdamW(groups, betas=o.betas, fused=fused)
+        on_cuda = self.device.type == "cuda"
+        # capturable: its step counts stay on the GPU and learning rates may be tensors, as a graph needs
+        optimizer = torch.optim.AdamW(groups, betas=o.betas, fused=on_cuda, capturable=on_cuda)
+        self._learning_rates_on_device(optimizer)
+        return optimizer
+
+    def _learning_rates_on_device(self, optimizer: torch.optim.Optimizer) -> None:
+        """On a GPU each group's learning rate is a tensor the schedule fills in place (a captured step reads it)."""
+        if self.device.type == "cuda":
+            for group in optimizer.param_groups:
+                group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=self.device)
 
     # --- the step ---------------------------------------------------------------------------------------------
     def _apply_schedule(self, iteration: int) -> None:
         self.model.set_levels(self.schedule.active_levels(iteration), self.schedule.annealed_levels(iteration))
         factor = self.schedule.lr_factor(iteration) * self.lr_scale
         for group in self.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(group["base_lr"] * factor)
+            else:
+                group["lr"] = group["base_lr"] * factor
 
     def step(self) -> StepStats:
         """One training iteration; returns its (lazily read) figures."""
@@ -140,28 +161,47 @@ class Trainer:
             with step_range("occupancy_update"):
                 self.occupancy.update(self.model.sdf_fn(), float(self.model.inv_s().detach()))
         with step_range("ray_batch"):
-            rays = self.dist.share(s.rays_per_iter)      # under torchrun: this rank's part of the step's rays
-            batch = self.images.sample(rays, self.pixel_generator)
-            origins, directions = camera_rays(self.c2w[batch.view], self.intrinsics[batch.view], batch.pixels)
-            target, background = batch.rgb, None
+            batch = self.images.sample(self.dist.share(s.rays_per_iter), self.pixel_generator)
+        inputs = StepInputs(batch.view, batch.pixels, batch.rgb, batch.alpha, self.schedule.cos_ratio(it),
+                            self.schedule.curvature(it))
+        if self.graph is None:
+            figures = self._compute(inputs)
+        else:
+            key = (self.model.active_levels, self.model.annealed_levels)
+            figures = self.graph.run(key, inputs).clone()
+        stats = StepStats(it + 1, figures[0], figures[1])
+        if self._guard_due(it) and self.dist.agree(bool(self._bad), self.device):
+            self._roll_back(f"the loss or its gradient became NaN/infinite at iteration {it + 1}")
+            stats.rolled_back = True
+            return stats
+        self.iteration = it + 1
+        return stats
+
+    def _compute(self, inputs: StepInputs) -> torch.Tensor:
+        """Rays, rendering, losses, backward, the NaN check and the optimizer: the part of a step a GPU captures.
+
+        Returns (loss, colour MSE). Everything it reads that changes between steps is in ``inputs`` or a tensor
+        updated in place (weights, learning rates, the occupancy grid), and it keeps no Python state.
+        """
+        s, w = self.settings, self.settings.losses
+        with step_range("ray_batch"):
+            origins, directions = camera_rays(self.c2w[inputs.view], self.intrinsics[inputs.view], inputs.pixels)
+            target, background = inputs.rgb, None
             if s.background == "random":
-                background = torch.rand((batch.rgb.shape[0], 3), generator=self.render_generator,
-                                        device=self.device)
-            if batch.alpha is not None and background is not None:
-                target = batch.rgb * batch.alpha[:, None] + background * (1.0 - batch.alpha[:, None])
+                background = torch.rand((target.shape[0], 3), generator=self.render_generator, device=self.device)
+            if inputs.alpha is not None and background is not None:
+                target = inputs.rgb * inputs.alpha[:, None] + background * (1.0 - inputs.alpha[:, None])
         with step_range("render"):
-            result = self.renderer.render(origins, directions, view_ids=batch.view,
-                                          cos_ratio=self.schedule.cos_ratio(it), background_rgb=background,
-                                          generator=self.render_generator)
-        w = s.losses
+            result = self.renderer.render(origins, directions, view_ids=inputs.view, cos_ratio=inputs.cos_ratio,
+                                          background_rgb=background, generator=self.render_generator)
         mask = result.sample_mask.float()
         eikonal_gradient, eikonal_mask = result.gradient, mask
-        ball_points = int(w.eikonal_ball_points_per_ray * rays)
+        ball_points = int(w.eikonal_ball_points_per_ray * target.shape[0])
         if ball_points:
             with step_range("eikonal_ball"):
                 ball = self.model.sdf_field.with_derivatives(
                     uniform_in_unit_ball(ball_points, self.render_generator, self.device), self.model.gradient_step,
-                    self.model.active_levels)
+                    self.model.active_levels, reduced_precision=self.renderer.split_precision_taps)
                 eikonal_gradient = torch.cat((eikonal_gradient, ball.gradient))
                 eikonal_mask = torch.cat((eikonal_mask, mask.new_ones(ball_points)))
         with step_range("losses"):
@@ -169,9 +209,9 @@ class Trainer:
                      "eikonal": losses.eikonal(eikonal_gradient, eikonal_mask),
                      "curvature": losses.curvature(result.laplacian, mask)}
             total = (w.rgb * terms["rgb"] + w.eikonal * terms["eikonal"]
-                     + self.schedule.curvature(it) * terms["curvature"])
-            if s.use_mask and batch.alpha is not None and w.mask > 0:
-                terms["mask"] = losses.mask_bce(result.opacity, batch.alpha)
+                     + inputs.curvature_weight * terms["curvature"])
+            if s.use_mask and inputs.alpha is not None and w.mask > 0:
+                terms["mask"] = losses.mask_bce(result.opacity, inputs.alpha)
                 total = total + w.mask * terms["mask"]
         with step_range("backward_call"):
             self.optimizer.zero_grad(set_to_none=True)
@@ -183,15 +223,10 @@ class Trainer:
             norms = torch.stack(torch._foreach_norm(grads)) if grads else total.new_zeros(1)
             self._bad |= ~torch.isfinite(total) | ~torch.isfinite(norms).all()
             mse = ((result.rgb.detach() - target) ** 2).mean()
-        stats = StepStats(it + 1, total.detach(), mse)
-        if self._guard_due(it) and self.dist.agree(bool(self._bad), self.device):
-            self._roll_back(f"the loss or its gradient became NaN/infinite at iteration {it + 1}")
-            stats.rolled_back = True
-            return stats
+        # A broken step is stepped too: the guard rolls the weights and moments back to the snapshot.
         with step_range("optimizer"):
             self.optimizer.step()
-        self.iteration = it + 1
-        return stats
+        return torch.stack((total.detach(), mse))
 
     def _guard_due(self, iteration: int) -> bool:
         return self.device.type != "cuda" or (iteration + 1) % GUARD_EVERY_CUDA == 0
@@ -268,7 +303,7 @@ class Trainer:
             "format": STATE_FORMAT,
             "iteration": self.iteration,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self._optimizer_state(),
             "occupancy": self.occupancy.state_dict(),
             "rng": {"pixels": self.pixel_generator.get_state(), "render": self.render_generator.get_state()},
             "lr_scale": self.lr_scale,
@@ -279,6 +314,13 @@ class Trainer:
             "normalization": self.dataset.normalization.to_json(),
             "saved_at": time.time(),
         }
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state with plain-number learning rates, so a checkpoint loads on any device."""
+        state = self.optimizer.state_dict()
+        for group in state["param_groups"]:
+            group["lr"] = float(group["lr"])
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != STATE_FORMAT:
@@ -296,6 +338,9 @@ class Trainer:
     def _load_training_state(self, state: dict[str, Any], restore_rng: bool) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self._learning_rates_on_device(self.optimizer)
+        if self.graph is not None:
+            self.graph.reset()            # the optimizer's state tensors are new: the graph must see them
         self.occupancy.load_state_dict(state["occupancy"])
         self.iteration = int(state["iteration"])
         self.lr_scale = float(state["lr_scale"])
@@ -328,5 +373,7 @@ class Trainer:
         return self.take_snapshot()
 
     def close(self) -> None:
+        if self.graph is not None:
+            self.graph.reset()
         self.images.close()
         self.validation_images.close()

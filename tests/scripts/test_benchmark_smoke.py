@@ -52,6 +52,7 @@ def test_training_benchmark_states_every_baseline_as_a_ratio_and_breaks_the_step
     for baseline in ("baseline_recipe_sampling", "baseline_no_eikonal_ball"):
         ratio = preset[baseline]["it_per_s_ours_over_baseline"]
         assert math.isfinite(ratio) and ratio > 0, baseline
+    assert "baseline_before_issue_17" not in preset       # the engine A/B runs on a GPU only
     breakdown = preset["step_breakdown"]
     assert breakdown["profiled_steps"] == 2 and breakdown["step_ms"]["measured"] > 0
     parts = breakdown["parts"]
@@ -75,6 +76,17 @@ def test_quality_benchmark_measures_held_out_psnr_against_the_untrained_model(tm
     assert [p["minutes"] for p in result["points"]] == [0.05, 0.1]
     assert result["held_out_photos"] > 0 and result["baseline_untrained"]["psnr_held_out"] > 0
     assert all(p["psnr_gain_over_untrained_db"] > 0 and p["faces"] > 0 for p in result["points"])
+
+
+def test_engine_quality_benchmark_trains_both_engines_to_equal_iterations(tmp_path, tmp_path_factory):
+    scene = cached_scene(tmp_path_factory)
+    out = _smoke("bench_engine_quality.py", tmp_path, "--dataset", str(scene.folder))
+    run = _result(tmp_path, "engine_quality_bunny_cpu-smoke")["runs"]["ci:20"]
+    for label in ("ours", "baseline_before_issue_17"):
+        assert run[label][0]["iteration"] == 20 and run[label][0]["faces"] > 0, label
+    ratio = run["ours_over_baseline"][0]
+    assert math.isfinite(ratio["it_per_s_ours_over_baseline"]) and "psnr_ours_minus_baseline_db" in ratio
+    assert "ci:20: ours/baseline" in out
 
 
 def test_loop_benchmark_follows_a_real_backend_to_the_final_mesh(tmp_path):
