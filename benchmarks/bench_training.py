@@ -124,6 +124,7 @@ def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: i
         print(step_breakdown.table(name, result["step_breakdown"]), flush=True)
         if trainer.graph is not None:
             ours["graph_captures"] = trainer.graph.captures
+            ours["graph_unavailable"] = trainer.graph.unavailable
         if device.type == "cuda" and with_baselines:
             encoding = trainer.model.sdf_field.encoding
             chosen, encoding.implementation = encoding.implementation, "torch"

@@ -24,5 +24,8 @@ def neus_alpha(sdf: torch.Tensor, cos: torch.Tensor, dists: torch.Tensor, inv_s:
 
 def composite(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(R, N) opacities -> (R, N) weights alpha_i * prod_{j<i} (1 - alpha_j) and the (R,) light left after them."""
-    transmittance = torch.cumprod(torch.cat((torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-7), -1), -1)
+    # The running product as exp of a running sum of logs: cumprod's backward asks the host whether any factor is
+    # zero, which a captured CUDA graph (train/step_graph.py) cannot do; the factors here are never below 1e-7.
+    log_factors = torch.log1p(1e-7 - alpha)
+    transmittance = torch.exp(torch.cumsum(torch.cat((torch.zeros_like(alpha[:, :1]), log_factors), -1), -1))
     return alpha * transmittance[:, :-1], transmittance[:, -1]

@@ -11,6 +11,9 @@ and writes, so:
   key (about 16 times in a run) drops the graph, runs one step eagerly on the capture stream (compiling and
   caching whatever the new levels need), then captures again;
 - replacing state tensors (a rollback or a resume loads the optimizer's state anew) calls ``reset()``.
+
+Should a capture fail (an operation that needs the host, on some other PyTorch version), the run goes on
+uncaptured, slower, with a warning in its log: a run is never lost to the speed-up.
 """
 from __future__ import annotations
 
@@ -56,8 +59,9 @@ class StepGraph:
     """Runs ``compute`` (one whole step, returning a tensor of figures) eagerly or as a captured CUDA graph."""
 
     def __init__(self, compute: Callable[[StepInputs], torch.Tensor], device: torch.device,
-                 generators: tuple[torch.Generator, ...]):
+                 generators: tuple[torch.Generator, ...], log: Callable[[str, str], None]):
         self._compute = compute
+        self._log = log
         self._device = device
         self._generators = generators
         self._stream = torch.cuda.Stream(device)
@@ -66,6 +70,7 @@ class StepGraph:
         self._figures: torch.Tensor | None = None
         self._key: Hashable = None
         self.captures = 0
+        self.unavailable: str | None = None     # why capturing failed; every later step then runs eagerly
 
     def reset(self) -> None:
         """Forget the graph (its memory goes back to the allocator); the next step runs eagerly, then captures."""
@@ -74,12 +79,21 @@ class StepGraph:
 
     def run(self, key: Hashable, inputs: StepInputs) -> torch.Tensor:
         """One step. The figures returned by a replay are the graph's own buffer: read them before the next step."""
+        if self.unavailable is not None:
+            return self._compute(inputs)
         if key != self._key:
             self.reset()
             self._key = key
             return self._on_capture_stream(lambda: self._compute(inputs))
         if self._graph is None:
-            self._capture(inputs)
+            try:
+                self._capture(inputs)
+            except RuntimeError as exc:         # torch.AcceleratorError and the capture's own errors
+                self.reset()
+                self.unavailable = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                self._log(f"the training step could not be captured as a CUDA graph ({self.unavailable}); "
+                          "training goes on uncaptured, which is slower", "warning")
+                return self._compute(inputs)
         else:
             inputs.copy_into(self._buffers)
         self._graph.replay()

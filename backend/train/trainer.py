@@ -113,7 +113,7 @@ class Trainer:
         self.best_psnr = float("-inf")
         self.validations_since_best = 0
         self._bad = torch.zeros((), dtype=torch.bool, device=self.device)
-        self.graph = (StepGraph(self._compute, self.device, (self.render_generator,))
+        self.graph = (StepGraph(self._compute, self.device, (self.render_generator,), self._log)
                       if cuda_graph and on_cuda and not self.dist.enabled else None)
         self._snapshot: dict[str, Any] | None = None
         self.take_snapshot()

@@ -96,6 +96,23 @@ def test_neus_alpha_of_a_plane_crossing_is_the_cdf_drop():
     assert torch.allclose(weights, torch.tensor([[0.5, 0.25]])) and float(remaining) == pytest.approx(0.25, abs=1e-6)
 
 
+def test_compositing_is_the_running_product_in_value_and_gradient():
+    """composite() sums logs instead of multiplying (capturable in a CUDA graph): the same numbers and gradients,
+    also where a sample is fully opaque."""
+    alpha = torch.rand(4, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    alpha[0, 3], alpha[1, 0] = 1.0, 0.0
+    colour = torch.rand(4, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours, product = alpha.clone().requires_grad_(), alpha.clone().requires_grad_()
+    weights, remaining = composite(ours)
+    transmittance = torch.cumprod(torch.cat((torch.ones_like(product[:, :1]), 1.0 - product + 1e-7), -1), -1)
+    expected_weights, expected_remaining = product * transmittance[:, :-1], transmittance[:, -1]
+    ((weights * colour).sum() + remaining.sum()).backward()
+    ((expected_weights * colour).sum() + expected_remaining.sum()).backward()
+    assert torch.allclose(weights, expected_weights, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(remaining, expected_remaining, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(ours.grad, product.grad, rtol=1e-6, atol=1e-9)
+
+
 def test_pdf_sampling_follows_the_weights():
     edges = torch.linspace(0, 1, 11)[None]
     weights = torch.zeros(1, 10)
