@@ -8,10 +8,7 @@ Settings: 16 levels, 32 -> 2048, F=2 with T=2^19 and F=8 with T=2^22, N = 2^21 f
 (three sets, rotated, so no set sits in L2), table uniform in [-1, 1]. Every Triton launch shape is first checked
 against the float64 reference (values and table gradient, all levels and 5 active); then each is timed with
 ``triton.testing.do_bench`` (median; it flushes L2 before each call). The best shape is also timed on
-ray-ordered samples (what training feeds: 128 samples along each of 16384 rays) and with 8 active levels. The
-backward alone of the measured (trainer's) shape is then timed on a fifth of those samples and their 4 tetrahedral
-taps a quarter of the finest cell away, tap-major (what ``SdfField.with_derivatives`` encodes), ungrouped and with
-``tap_group=5`` (checked first against the reference); its rate counts rows, taps included.
+ray-ordered samples (what training feeds: 128 samples along each of 16384 rays) and with 8 active levels.
 Results: benchmarks/results/encoding_<gpu>.json (and $OUT/ when set), rewritten after each stage, so a run cut
 short still leaves what it measured. The goal (H100): >= 1e9 points/s at F=2 and >= 0.3e9 at F=8, fwd + bwd.
 """
@@ -30,10 +27,8 @@ CONTEXT = _bootstrap.run_context()
 
 import torch  # noqa: E402  (after the bootstrap, like the carrara imports)
 
-from carrara.backend.model.gradients import TAPS, tetrahedron_points  # noqa: E402
-from carrara.backend.model.hashgrid import HashGridConfig, encode_reference, grid_levels  # noqa: E402
-from carrara.backend.model.hashgrid_launch import (GRAD_PARTITION_BUDGET_BYTES, TritonLaunch,  # noqa: E402
-                                                   measured_launch)
+from carrara.backend.model.hashgrid import HashGridConfig, encode_reference  # noqa: E402
+from carrara.backend.model.hashgrid_launch import GRAD_PARTITION_BUDGET_BYTES, TritonLaunch  # noqa: E402
 
 SETTINGS = ({"name": "F2_T19", "features_per_level": 2, "log2_hashmap_size": 19, "goal_points_per_s": 1.0e9},
             {"name": "F8_T22", "features_per_level": 8, "log2_hashmap_size": 22, "goal_points_per_s": 0.3e9})
@@ -76,12 +71,6 @@ def ray_ordered_points(n_points: int, samples_per_ray: int, config: HashGridConf
     t = near + (far - near) * torch.rand(n_rays, samples_per_ray, device=device).sort(dim=1).values
     points = origin[:, None, :] + t[..., None] * direction[:, None, :]
     return config.to_unit_cube(points.reshape(-1, 3)).contiguous()
-
-
-def tap_layout_points(centres: torch.Tensor, config: HashGridConfig) -> torch.Tensor:
-    """The centres and their 4 tetrahedral taps a quarter of the finest cell away, tap-major (rows n + j * N): what
-    the SDF field encodes once every level is active (sdf_field.py's eps)."""
-    return tetrahedron_points(centres, 0.25 / grid_levels(config)[-1].scale)
 
 
 class Timer:
@@ -129,18 +118,6 @@ def check_variant(hashgrid_triton: Any, config: HashGridConfig, launch: TritonLa
         errors[f"table_grad_active{active}"] = rel_error(grad, table64.grad)
         del table64, reference
     return errors
-
-
-def check_grouped_backward(hashgrid_triton: Any, config: HashGridConfig, launch: TritonLaunch, points: torch.Tensor,
-                           device: str) -> dict[str, float]:
-    """The grouped backward (``tap_group`` 1 + TAPS) on tap-layout ``points`` against float64 autograd."""
-    table = torch.empty(config.n_params, device=device).uniform_(-1.0, 1.0)
-    grad_out = torch.randn(points.shape[0], config.output_dim, device=device)
-    grad = hashgrid_triton.backward_into(torch.zeros_like(table), points, grad_out, config, config.n_levels, launch,
-                                         1 + TAPS)
-    table64 = table.double().requires_grad_()
-    (encode_reference(points.double(), table64, config) * grad_out.double()).sum().backward()
-    return {"table_grad_grouped": rel_error(grad, table64.grad)}
 
 
 def time_compiled_reference(config: HashGridConfig, table: torch.Tensor, timed: Callable[..., None]) -> str:
@@ -197,12 +174,6 @@ def bench_setting(setting: dict[str, Any], args: argparse.Namespace, timer: Time
         turn[0] += 1
         return point_sets[turn[0] % len(point_sets)]
 
-    def report(name: str, kind: str, ms: float, rows: int) -> None:
-        entry["timings"].setdefault(name, {})[kind] = {"ms": ms, "points_per_s": rows / (ms * 1e-3)}
-        print(f"[{setting['name']}] {name:34s} {kind:7s} {ms:9.3f} ms {rows / (ms * 1e-3) / 1e9:8.3f} G points/s",
-              flush=True)
-        record()
-
     def timed(name: str, forward: Callable[[torch.Tensor], torch.Tensor], backward: bool = True,
               points: Callable[[], torch.Tensor] = next_points) -> None:
         """Times ``forward`` (and its backward) on ``n_points`` points a call; the rate is points per second."""
@@ -211,16 +182,11 @@ def bench_setting(setting: dict[str, Any], args: argparse.Namespace, timer: Time
         else:
             with torch.no_grad():
                 ms = timer(lambda: forward(points()))
-        report(name, "fwd_bwd" if backward else "fwd", ms, n_points)
-
-    def timed_taps_backward(launch: TritonLaunch, points: torch.Tensor) -> None:
-        """The backward alone (into one gradient buffer, not zeroed between calls), ungrouped and grouped."""
-        grad_table = torch.zeros_like(table)
-        upstream = grad_out[: points.shape[0]]
-        for tap_group in (1, 1 + TAPS):
-            ms = timer(lambda: hashgrid_triton.backward_into(grad_table, points, upstream, config, config.n_levels,
-                                                             launch, tap_group))
-            report(f"{variant_name(launch)}@rays_taps", f"bwd_group{tap_group}", ms, points.shape[0])
+        kind = "fwd_bwd" if backward else "fwd"
+        entry["timings"].setdefault(name, {})[kind] = {"ms": ms, "points_per_s": n_points / (ms * 1e-3)}
+        print(f"[{setting['name']}] {name:34s} {kind:7s} {ms:9.3f} ms {n_points / (ms * 1e-3) / 1e9:8.3f} G points/s",
+              flush=True)
+        record()
 
     for launch in variants:
         if not entry["checks"][variant_name(launch)]["ok"]:
@@ -239,17 +205,6 @@ def bench_setting(setting: dict[str, Any], args: argparse.Namespace, timer: Time
         timed(f"{best_name}@rays", lambda x: hashgrid_triton.encode(x, table, config, None, best),
               points=lambda: rays)
         timed(f"{best_name}@active8", lambda x: hashgrid_triton.encode(x, table, config, min(8, config.n_levels), best))
-    trainer_launch = measured_launch(config)
-    check_taps = tap_layout_points(ray_ordered_points(args.check_points, 16, config, device)[
-        : args.check_points // (1 + TAPS)], config)
-    errors = check_grouped_backward(hashgrid_triton, config, trainer_launch, check_taps, device)
-    entry["checks"][f"{variant_name(trainer_launch)}_tap_group"] = {
-        "rel_errors": errors, "ok": all(e < CHECK_TOLERANCE for e in errors.values())}
-    print(f"[{setting['name']}] check {variant_name(trainer_launch)} tap_group={1 + TAPS}: "
-          + ", ".join(f"{k}={v:.2e}" for k, v in errors.items()), flush=True)
-    if all(e < CHECK_TOLERANCE for e in errors.values()):
-        timed_taps_backward(trainer_launch, tap_layout_points(
-            ray_ordered_points(n_points, 128, config, device)[: n_points // (1 + TAPS)], config))
 
     compile_used = results["compile_seconds_total"]
     if args.skip_compile:

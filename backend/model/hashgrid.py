@@ -14,9 +14,7 @@ API (stable; the SDF and colour fields are built on it)::
   zeros and are not computed; ``None`` means all levels.
 - Gradients flow to ``encoding.table`` only, first order: normals come from numerical differences, so positions
   that require grad raise an error instead of silently receiving zero.
-- Each call's backward writes a table-sized gradient: give the numerical-gradient taps to one call, not five, and
-  say so with ``encoding(points, active_levels, tap_group=5)`` (a point and its 4 taps, tap-major): the Triton
-  backward then reduces into a cell the five share once instead of five times.
+- Each call's backward writes a table-sized gradient: give the numerical-gradient taps to one call, not five.
 
 The function is tiny-cuda-nn's (float32 level scales, the 0.5 offset, dense or hashed levels, tcnn's table layout),
 so tcnn's ``params`` load into ``table`` as they are; the conventions in full, and why each, are in
@@ -31,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .hashgrid_launch import TritonLaunch, check_tap_group, measured_launch, triton_interpreter_enabled
+from .hashgrid_launch import TritonLaunch, measured_launch, triton_interpreter_enabled
 from .hashgrid_layout import (HASH_PRIMES, GridLevel, HashGridConfig, check_active_levels, check_positions,
                               grid_levels)
 
@@ -120,13 +118,9 @@ class HashGridEncoding(torch.nn.Module):
             raise RuntimeError(f"implementation='tcnn' runs on CUDA tensors, got positions on {device}")
         return self.implementation
 
-    def forward(self, x01: torch.Tensor, active_levels: int | None = None, tap_group: int = 1) -> torch.Tensor:
-        """``tap_group``: rows n + j * N / tap_group (j < tap_group) are a point and its numerical-gradient taps,
-        tap-major; the Triton backward then reduces each group's shared cells once (the values are the same; the
-        torch and tcnn paths ignore it)."""
+    def forward(self, x01: torch.Tensor, active_levels: int | None = None) -> torch.Tensor:
         check_positions(x01)
         active = check_active_levels(active_levels, self.config.n_levels)
-        check_tap_group(tap_group, x01.shape[0])
         if x01.requires_grad and torch.is_grad_enabled():
             raise ValueError("HashGridEncoding gives no gradient with respect to positions; detach them (normals "
                              "come from numerical differences, Neuralangelo's 4-tap scheme)")
@@ -135,7 +129,7 @@ class HashGridEncoding(torch.nn.Module):
             return encode_reference(x01, self.table, self.config, active).float()
         if implementation == "triton":
             from . import hashgrid_triton
-            return hashgrid_triton.encode(x01, self.table, self.config, active, self.launch, tap_group)
+            return hashgrid_triton.encode(x01, self.table, self.config, active, self.launch)
         return self._tcnn[0](x01, self.table, active)
 
     def extra_repr(self) -> str:

@@ -66,15 +66,6 @@ def measured_launch(config: HashGridConfig) -> TritonLaunch:
     return TritonLaunch(block=128, num_warps=4, levels_per_program=1, grad_partitions=4)
 
 
-def check_tap_group(tap_group: int, n_rows: int) -> None:
-    """The backward's row grouping (``hashgrid_triton.encode``): a positive int that divides the rows."""
-    if isinstance(tap_group, bool) or not isinstance(tap_group, int) or tap_group < 1:
-        raise ValueError(f"tap_group must be an int >= 1, got {tap_group!r}")
-    if n_rows % tap_group:
-        raise ValueError(f"tap_group={tap_group} needs a multiple of {tap_group} positions (a point and its taps, "
-                         f"tap-major), got {n_rows}")
-
-
 def triton_interpreter_enabled() -> bool:
     """Triton's CPU interpreter (TRITON_INTERPRET=1, read when triton is imported) runs kernels on CPU tensors."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .hashgrid_launch import TritonLaunch, check_tap_group, measured_launch, triton_interpreter_enabled
+from .hashgrid_launch import TritonLaunch, measured_launch, triton_interpreter_enabled
 from .hashgrid_layout import HASH_PRIMES, HashGridConfig, check_active_levels, check_positions, grid_levels
 
 _META_FIELDS: tl.constexpr = tl.constexpr(4)   # per level, int32: entry offset, size, resolution, hashed
@@ -37,20 +37,14 @@ def _load_points(x_ptr, n_points, BLOCK: tl.constexpr):
     first = tl.program_id(0).to(tl.int64) * BLOCK
     local = tl.arange(0, BLOCK)
     row_ok = local < n_points - first
-    x, y, z = _clamped_positions(x_ptr + first * 3, local, row_ok)
-    return first, local, row_ok, x, y, z
-
-
-@triton.jit
-def _clamped_positions(x_ptr, rows, row_ok):
-    """The coordinates of ``rows`` (a tensor of any shape), clamped to [0, 1]."""
-    x = tl.load(x_ptr + rows * 3 + 0, mask=row_ok, other=0.0)
-    y = tl.load(x_ptr + rows * 3 + 1, mask=row_ok, other=0.0)
-    z = tl.load(x_ptr + rows * 3 + 2, mask=row_ok, other=0.0)
+    x_ptr += first * 3
+    x = tl.load(x_ptr + local * 3 + 0, mask=row_ok, other=0.0)
+    y = tl.load(x_ptr + local * 3 + 1, mask=row_ok, other=0.0)
+    z = tl.load(x_ptr + local * 3 + 2, mask=row_ok, other=0.0)
     x = tl.clamp(x, 0.0, 1.0, propagate_nan=tl.PropagateNan.ALL)
     y = tl.clamp(y, 0.0, 1.0, propagate_nan=tl.PropagateNan.ALL)
     z = tl.clamp(z, 0.0, 1.0, propagate_nan=tl.PropagateNan.ALL)
-    return x, y, z
+    return first, local, row_ok, x, y, z
 
 
 @triton.jit
@@ -160,25 +154,11 @@ def _encode_forward_kernel(x_ptr, table_ptr, out_ptr, scales_ptr, meta_ptr, n_po
 @triton.jit
 def _in_pass(lane_ok, index, pass_first, pass_count, PARTITIONED: tl.constexpr):
     """``lane_ok`` where entry ``index`` lies in this pass's range [pass_first, pass_first + pass_count): one
-    unsigned compare, on the index broadcast as the reduction's address uses it (a 1-D mask went through shared
-    memory)."""
+    unsigned compare, on the index as the reduction's address uses it (a 1-D mask went through shared memory)."""
     if PARTITIONED:
-        return lane_ok & ((index - pass_first).to(tl.uint32) < pass_count)
+        return lane_ok & ((index[:, None] - pass_first).to(tl.uint32) < pass_count)
     else:
         return lane_ok
-
-
-@triton.jit
-def _backward_level(i, passes_ptr, LEVELS_PER_PROGRAM: tl.constexpr, PARTITIONED: tl.constexpr):
-    """The level of this program's i-th sweep, and the entry range its reductions may touch."""
-    if PARTITIONED:   # one level a program (TritonLaunch checks it): this pass's level and entry range
-        level = tl.load(passes_ptr + tl.program_id(1) * 3 + 0)
-        pass_first = tl.load(passes_ptr + tl.program_id(1) * 3 + 1)
-        pass_count = tl.load(passes_ptr + tl.program_id(1) * 3 + 2).to(tl.uint32)
-    else:
-        level = tl.program_id(1) * LEVELS_PER_PROGRAM + i
-        pass_first, pass_count = 0, 0   # unused: one pass takes every entry
-    return level, pass_first, pass_count
 
 
 @triton.jit
@@ -190,7 +170,13 @@ def _encode_backward_kernel(x_ptr, grad_out_ptr, grad_table_ptr, scales_ptr, met
     features = tl.arange(0, F)
     grad_out_ptr += first * (N_LEVELS * F)
     for i in tl.static_range(LEVELS_PER_PROGRAM):
-        level, pass_first, pass_count = _backward_level(i, passes_ptr, LEVELS_PER_PROGRAM, PARTITIONED)
+        if PARTITIONED:   # one level a program (TritonLaunch checks it): this pass's level and entry range
+            level = tl.load(passes_ptr + tl.program_id(1) * 3 + 0)
+            pass_first = tl.load(passes_ptr + tl.program_id(1) * 3 + 1)
+            pass_count = tl.load(passes_ptr + tl.program_id(1) * 3 + 2).to(tl.uint32)
+        else:
+            level = tl.program_id(1) * LEVELS_PER_PROGRAM + i
+            pass_first, pass_count = 0, 0   # unused: one pass takes every entry
         lane_ok = (row_ok & (level < active_levels))[:, None]
         grad_row = grad_out_ptr + local[:, None] * (N_LEVELS * F) + level * F
         grad = tl.load(grad_row + features[None, :], mask=lane_ok, other=0.0, eviction_policy="evict_first")
@@ -207,8 +193,8 @@ def _encode_backward_kernel(x_ptr, grad_out_ptr, grad_table_ptr, scales_ptr, met
                 even_weight = tl.where(low_even, low_weight, high_weight)
                 odd_weight = tl.where(low_even, high_weight, low_weight)
                 pair_weight = tl.where(pair[None, :] < F, even_weight[:, None], odd_weight[:, None])
-                low_ok = _in_pass(lane_ok, low[:, None], pass_first, pass_count, PARTITIONED)   # a merged pair goes
-                high_ok = _in_pass(lane_ok, high[:, None], pass_first, pass_count, PARTITIONED)  # out in low's pass
+                low_ok = _in_pass(lane_ok, low, pass_first, pass_count, PARTITIONED)   # a merged pair goes out in
+                high_ok = _in_pass(lane_ok, high, pass_first, pass_count, PARTITIONED)  # low's pass (even bounds)
                 tl.atomic_add(level_grad + (low >> 1)[:, None] * (2 * F) + pair[None, :], pair_weight * grad_twice,
                               mask=low_ok & merged, sem="relaxed")
                 tl.atomic_add(level_grad + low[:, None] * F + features[None, :], low_weight[:, None] * grad,
@@ -219,48 +205,7 @@ def _encode_backward_kernel(x_ptr, grad_out_ptr, grad_table_ptr, scales_ptr, met
             for corner in tl.static_range(8):
                 index, weight = _corner(corner, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
                 tl.atomic_add(level_grad + index[:, None] * F + features[None, :], weight[:, None] * grad,
-                              mask=_in_pass(lane_ok, index[:, None], pass_first, pass_count, PARTITIONED),
-                              sem="relaxed")
-
-
-@triton.jit
-def _encode_backward_grouped_kernel(x_ptr, grad_out_ptr, grad_table_ptr, scales_ptr, meta_ptr, passes_ptr,
-                                    n_groups, active_levels, N_LEVELS: tl.constexpr, F: tl.constexpr,
-                                    GROUPS: tl.constexpr, TAP_GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
-                                    LEVELS_PER_PROGRAM: tl.constexpr, PARTITIONED: tl.constexpr):
-    """The backward over groups of rows g + j * n_groups (j < TAP_GROUP), a (GROUPS, GROUP_PAD) tile of rows: where
-    a group's rows share a level's cell, the 8 corners get the sum over its rows, one reduction each; elsewhere
-    every row goes out alone, as in the ungrouped kernel. x pairs are not merged here."""
-    first = tl.program_id(0).to(tl.int64) * GROUPS
-    group = tl.arange(0, GROUPS)
-    member = tl.arange(0, GROUP_PAD)
-    features = tl.arange(0, F)
-    group_ok = group < n_groups - first
-    real = (member < TAP_GROUP)[None, :]
-    # padding members repeat member 0: the same cell, so they never split a group; their gradient is masked to 0
-    rows = first + group[:, None] + tl.where(real, member[None, :], 0).to(tl.int64) * n_groups
-    x, y, z = _clamped_positions(x_ptr, rows, group_ok[:, None])
-    for i in tl.static_range(LEVELS_PER_PROGRAM):
-        level, pass_first, pass_count = _backward_level(i, passes_ptr, LEVELS_PER_PROGRAM, PARTITIONED)
-        lane_ok = group_ok & (level < active_levels)
-        member_ok = lane_ok[:, None] & real
-        grad = tl.load(grad_out_ptr + rows[:, :, None] * (N_LEVELS * F) + level * F + features[None, None, :],
-                       mask=member_ok[:, :, None], other=0.0, eviction_policy="evict_first")
-        vx, vy, vz, fx, fy, fz, resolution, size, hashed, offset = _level_cell(
-            x, y, z, level, scales_ptr, meta_ptr, N_LEVELS)
-        shared = ((tl.max(vx, 1) == tl.min(vx, 1)) & (tl.max(vy, 1) == tl.min(vy, 1))
-                  & (tl.max(vz, 1) == tl.min(vz, 1)))
-        level_grad = _level_base(grad_table_ptr, offset, F)
-        for corner in tl.static_range(8):
-            index, weight = _corner(corner, vx, vy, vz, fx, fy, fz, resolution, size, hashed)
-            weighted = weight[:, :, None] * grad
-            group_index = tl.max(index, 1)[:, None]   # where the cell is shared, every member's index
-            tl.atomic_add(level_grad + group_index * F + features[None, :], tl.sum(weighted, 1),
-                          mask=_in_pass((lane_ok & shared)[:, None], group_index, pass_first, pass_count,
-                                        PARTITIONED), sem="relaxed")
-            tl.atomic_add(level_grad + index[:, :, None] * F + features[None, None, :], weighted,
-                          mask=_in_pass((member_ok & ~shared[:, None])[:, :, None], index[:, :, None], pass_first,
-                                        pass_count, PARTITIONED), sem="relaxed")
+                              mask=_in_pass(lane_ok, index, pass_first, pass_count, PARTITIONED), sem="relaxed")
 
 
 def _check_device(x01: torch.Tensor, table: torch.Tensor) -> None:
@@ -272,8 +217,8 @@ def _check_device(x01: torch.Tensor, table: torch.Tensor) -> None:
         raise ValueError(f"at most 2^31 - 1 positions per call, got {x01.shape[0]}; split the batch")
 
 
-def _grid(n_rows: int, programs: int, block: int) -> tuple[int, int]:
-    return triton.cdiv(n_rows, block), programs
+def _grid(n_points: int, programs: int, launch: TritonLaunch) -> tuple[int, int]:
+    return triton.cdiv(n_points, launch.block), programs
 
 
 def _merges_x_pairs(flag: bool, config: HashGridConfig) -> bool:
@@ -306,7 +251,7 @@ def forward_into(out: torch.Tensor, x01: torch.Tensor, table: torch.Tensor, conf
         out[:, covered * f:].zero_()
     if n_points and groups:
         scales, meta = level_tensors(config, x01.device)
-        _encode_forward_kernel[_grid(n_points, groups, launch.block)](
+        _encode_forward_kernel[_grid(n_points, groups, launch)](
             x01, table, out, scales, meta, n_points, active_levels, N_LEVELS=n_levels, F=f,
             BLOCK=launch.block, LEVELS_PER_PROGRAM=launch.levels_per_program,
             MERGE_X_PAIRS=_merges_x_pairs(launch.merge_x_pairs_forward, config), num_warps=launch.num_warps)
@@ -314,69 +259,50 @@ def forward_into(out: torch.Tensor, x01: torch.Tensor, table: torch.Tensor, conf
 
 
 def backward_into(grad_table: torch.Tensor, x01: torch.Tensor, grad_out: torch.Tensor, config: HashGridConfig,
-                  active_levels: int, launch: TritonLaunch, tap_group: int = 1) -> torch.Tensor:
-    """Add the table gradient of ``sum(features * grad_out)`` into ``grad_table`` (flat, float32).
-
-    ``tap_group`` > 1: rows n + j * N / tap_group (j < tap_group) lie close together (a point and its taps), so
-    the grouped kernel sums them per shared cell before reducing; the same gradient up to float summation order.
-    """
+                  active_levels: int, launch: TritonLaunch) -> torch.Tensor:
+    """Add the table gradient of ``sum(features * grad_out)`` into ``grad_table`` (flat, float32)."""
     n_points = x01.shape[0]
-    check_tap_group(tap_group, n_points)
     passes = grad_passes(config, active_levels, launch, x01.device) if launch.grad_partitions > 1 else None
     programs = triton.cdiv(active_levels, launch.levels_per_program) if passes is None else passes.shape[0]
-    if not (n_points and programs):
-        return grad_table
-    scales, meta = level_tensors(config, x01.device)
-    shape = dict(N_LEVELS=config.n_levels, F=config.features_per_level, LEVELS_PER_PROGRAM=launch.levels_per_program,
-                 PARTITIONED=passes is not None, num_warps=launch.num_warps)
-    if tap_group == 1:
-        _encode_backward_kernel[_grid(n_points, programs, launch.block)](
-            x01, grad_out, grad_table, scales, meta, passes, n_points, active_levels, BLOCK=launch.block,
-            MERGE_X_PAIRS=_merges_x_pairs(launch.merge_x_pairs, config), **shape)
-    else:   # a tile of launch.block rows, padding included: the ungrouped kernel's registers
-        pad = triton.next_power_of_2(tap_group)
-        groups = max(1, launch.block // pad)
-        _encode_backward_grouped_kernel[_grid(n_points // tap_group, programs, groups)](
-            x01, grad_out, grad_table, scales, meta, passes, n_points // tap_group, active_levels, GROUPS=groups,
-            TAP_GROUP=tap_group, GROUP_PAD=pad, **shape)
+    if n_points and programs:
+        scales, meta = level_tensors(config, x01.device)
+        _encode_backward_kernel[_grid(n_points, programs, launch)](
+            x01, grad_out, grad_table, scales, meta, passes, n_points, active_levels, N_LEVELS=config.n_levels,
+            F=config.features_per_level, BLOCK=launch.block, LEVELS_PER_PROGRAM=launch.levels_per_program,
+            MERGE_X_PAIRS=_merges_x_pairs(launch.merge_x_pairs, config), PARTITIONED=passes is not None,
+            num_warps=launch.num_warps)
     return grad_table
 
 
 class _EncodeFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x01: torch.Tensor, table: torch.Tensor, config: HashGridConfig, active_levels: int,
-                launch: TritonLaunch, tap_group: int) -> torch.Tensor:
+                launch: TritonLaunch) -> torch.Tensor:
         out = torch.empty(x01.shape[0], config.output_dim, dtype=torch.float32, device=x01.device)
         forward_into(out, x01, table, config, active_levels, launch)
         ctx.save_for_backward(x01)
-        ctx.encoding = (config, active_levels, launch, tap_group, table.shape)
+        ctx.encoding = (config, active_levels, launch, table.shape)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         if not ctx.needs_input_grad[1]:
-            return None, None, None, None, None, None
+            return None, None, None, None, None
         (x01,) = ctx.saved_tensors
-        config, active_levels, launch, tap_group, table_shape = ctx.encoding
+        config, active_levels, launch, table_shape = ctx.encoding
         grad_table = torch.zeros(table_shape, dtype=torch.float32, device=x01.device)
-        backward_into(grad_table, x01, grad_out.float().contiguous(), config, active_levels, launch, tap_group)
-        return None, grad_table, None, None, None, None
+        backward_into(grad_table, x01, grad_out.float().contiguous(), config, active_levels, launch)
+        return None, grad_table, None, None, None
 
 
 def encode(x01: torch.Tensor, table: torch.Tensor, config: HashGridConfig, active_levels: int | None = None,
-           launch: TritonLaunch | None = None, tap_group: int = 1) -> torch.Tensor:
-    """Features of ``x01`` (N, 3) in [0, 1]^3 from the flat float32 ``table``: (N, n_levels * F) float32.
-
-    ``tap_group``: rows n + j * N / tap_group (j < tap_group) lie within a fraction of the finest cell of each other
-    (a point and its numerical-gradient taps, tap-major); the backward then sums each group's share of a cell
-    before its reductions. It changes no value, only the backward's cost (see ``backward_into``).
-    """
+           launch: TritonLaunch | None = None) -> torch.Tensor:
+    """Features of ``x01`` (N, 3) in [0, 1]^3 from the flat float32 ``table``: (N, n_levels * F) float32."""
     check_positions(x01)
-    check_tap_group(tap_group, x01.shape[0])
     active = check_active_levels(active_levels, config.n_levels)
     _check_device(x01, table)
     if table.dtype != torch.float32 or table.numel() != config.n_params:
         raise ValueError(f"hash-grid table must be float32 with {config.n_params} elements for this config, got "
                          f"{table.dtype} with {table.numel()}")
     return _EncodeFunction.apply(x01.detach().float().contiguous(), table, config, active,
-                                 launch or measured_launch(config), tap_group)
+                                 launch or measured_launch(config))
