@@ -8,13 +8,8 @@ hidden layer's hash weights, which geometric initialisation starts at zero. Geom
 field start as a sphere of radius ``init_radius`` (sign flipped for indoor scenes, where the cameras are inside
 the free space).
 
-The SDF path runs in fp32 by default: the 4-tap differences at eps ~ 1/4000 need about 1e-6 relative precision,
-far beyond rows rounded to bf16 (or TF32). ``with_derivatives(reduced_precision=True)`` still moves the first
-layer's tap rows onto bf16 tensor cores without losing that precision: it multiplies only the taps' input
-differences from their centre (taken in fp32) by the weights, both split into bf16 halves, so rounding errs
-relative to the small differences, and adds the centre's fp32 pre-activation (tap_differences.py; measured
-against fp64 in tests/backend/test_sdf_tap_precision.py). Softplus, the SDF head and the derivatives stay fp32;
-only the feature layer, which feeds the bf16 colour network, runs in bf16.
+The SDF path always runs in fp32: the 4-tap differences at eps ~ 1/4000 need about 1e-6 relative precision,
+far beyond bf16 (or TF32), so mixed precision is applied only to the colour and background networks.
 """
 from __future__ import annotations
 
@@ -27,9 +22,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from ..profiling import step_range
-from .gradients import TAPS, tetrahedron_derivatives, tetrahedron_points
+from .gradients import tetrahedron_derivatives, tetrahedron_points
 from .hashgrid import HashGridConfig, HashGridEncoding, grid_levels
-from .tap_differences import tap_difference_product
 
 SOFTPLUS_BETA = 100.0
 
@@ -108,42 +102,19 @@ class SdfField(nn.Module):
             self.head.weight.neg_()
             self.head.bias.neg_()
 
-    def _grid(self, x: torch.Tensor, active_levels: int | None) -> torch.Tensor:
-        with step_range("encoding"):
-            return self.encoding(self.encoding.config.to_unit_cube(x), active_levels).to(x.dtype)
-
     def _hidden(self, x: torch.Tensor, active_levels: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        grid = self._grid(x, active_levels)
+        with step_range("encoding"):
+            grid = self.encoding(self.encoding.config.to_unit_cube(x), active_levels).to(x.dtype)
         with step_range("sdf_mlp"):
             return F.softplus(self.hidden(torch.cat((x, grid), -1)), beta=SOFTPLUS_BETA), grid
-
-    def _hidden_at_taps(self, points: torch.Tensor, active_levels: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``_hidden`` at ``tetrahedron_points``, the taps' first layer as the centre's plus W times their input
-        differences on bf16 tensor cores (tap_differences.py)."""
-        grid = self._grid(points, active_levels)
-        with step_range("sdf_mlp"):
-            inputs = torch.cat((points, grid), -1)
-            n = points.shape[0] // (1 + TAPS)
-            centre = inputs[:n]
-            differences = (inputs[n:].view(TAPS, n, -1) - centre).view(TAPS * n, -1)
-            weight = self.hidden.weight          # computed once: weight norm recomputes it on every access
-            z_centre = F.linear(centre, weight, self.hidden.bias)
-            z_taps = z_centre + tap_difference_product(differences, weight).view(TAPS, n, -1)
-            z = torch.cat((z_centre, z_taps.view(TAPS * n, -1)))
-            return F.softplus(z, beta=SOFTPLUS_BETA), grid
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:
         with step_range("sdf_mlp"):
             return self.head(h).squeeze(-1)
 
-    def _feature(self, h: torch.Tensor, grid: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    def _feature(self, h: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         with step_range("sdf_mlp"):
-            if bf16:
-                layer = self.feature_layer
-                z = F.linear(h.bfloat16(), layer.weight.bfloat16(), layer.bias.bfloat16()).float()
-            else:
-                z = self.feature_layer(h)
-            feature = F.softplus(z, beta=SOFTPLUS_BETA)
+            feature = F.softplus(self.feature_layer(h), beta=SOFTPLUS_BETA)
             return torch.cat((feature, grid), -1) if self.config.grid_in_feature else feature
 
     def sdf(self, x: torch.Tensor, active_levels: int | None = None) -> torch.Tensor:
@@ -155,21 +126,14 @@ class SdfField(nn.Module):
         h, grid = self._hidden(x, active_levels)
         return self._head(h), self._feature(h, grid)
 
-    def with_derivatives(self, x: torch.Tensor, eps: float, active_levels: int | None = None,
-                         reduced_precision: bool = False) -> SdfWithDerivatives:
-        """SDF, feature, numerical gradient and Laplacian at x: one network pass over x and its 4 taps.
-
-        ``reduced_precision``: the taps' first layer from their input differences on bf16 tensor cores and the
-        feature layer in bf16 (see the module docstring); False computes everything in fp32.
-        """
+    def with_derivatives(self, x: torch.Tensor, eps: float, active_levels: int | None = None) -> SdfWithDerivatives:
+        """SDF, feature, numerical gradient and Laplacian at x: one network pass over x and its 4 taps."""
         n = x.shape[0]
         with step_range("sdf_with_taps"):
             with step_range("numerical_gradient"):
                 points = tetrahedron_points(x, eps)
-            hidden = self._hidden_at_taps if reduced_precision else self._hidden
-            h, grid = hidden(points, active_levels)
+            h, grid = self._hidden(points, active_levels)
             values = self._head(h)
             with step_range("numerical_gradient"):
                 sdf, gradient, laplacian = tetrahedron_derivatives(values, eps)
-            return SdfWithDerivatives(sdf, self._feature(h[:n], grid[:n], bf16=reduced_precision), gradient,
-                                      laplacian)
+            return SdfWithDerivatives(sdf, self._feature(h[:n], grid[:n]), gradient, laplacian)
