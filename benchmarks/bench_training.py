@@ -6,7 +6,7 @@
 
 Per preset, on the memory plan chosen for this GPU's free memory:
 - ``ours``: ``Trainer.step()`` as the engine runs it (Triton encoding, occupancy-guided samples, bf16 colour MLPs,
-  the step captured as a CUDA graph, the SDF's gradient taps as split-precision differences):
+  the step captured as a CUDA graph):
   iterations/s, rays/s, rendered samples/s, SDF evaluations/s (rendered samples x 5 for the 4-tap gradient, plus
   the no-grad up-sampling scans), peak memory against the plan's estimate (its calibration), and the preset's
   expected duration (its iterations / the rate) against its target (preview ~60 s, standard ~600 s on an H100);
@@ -16,10 +16,8 @@ Per preset, on the memory plan chosen for this GPU's free memory:
   no occupancy grid: 129 rendered intervals per ray);
 - baseline ``no_eikonal_ball``: the same steps without the eikonal points drawn in the unit ball (our departure
   from the recipe, ``LossWeights.eikonal_ball_points_per_ray``): what that loss term costs.
-- engine baselines (issue 17, always run on a GPU, ``--steps`` steps each like ``ours``): ``baseline_before_issue_17``
-  (neither the CUDA graph nor split-precision taps: the engine as it was), ``baseline_no_cuda_graph`` and
-  ``baseline_fp32_taps`` (one of the two off); the first with its own step breakdown (the others run the kernels
-  of ``ours`` or of that one).
+- engine baseline (issue 17, always run on a GPU, ``--steps`` steps like ``ours``): ``baseline_no_cuda_graph``,
+  the same steps uncaptured (the engine as it was), with its own step breakdown.
 Every figure of a baseline is also given as ours / baseline.
 
 ``step_breakdown`` (per preset, also in ``--smoke``): where a step of ``ours`` spends its time, part by part
@@ -54,11 +52,6 @@ from carrara.backend.train.trainer import Trainer  # noqa: E402
 TARGET_SECONDS = {"preview": 60.0, "standard": 600.0}
 DEFAULT_DATASET = _bootstrap.REPO_ROOT / "examples" / "chair"
 RECIPE_SAMPLING = SamplingConfig(n_uniform=0, n_guided=64, n_fine=16, fine_rounds=4, n_background=32)
-ENGINE_BASELINES = {  # Trainer's engine options off, alone and together (issue 17's A/B)
-    "baseline_before_issue_17": {"cuda_graph": False, "split_precision_taps": False},
-    "baseline_no_cuda_graph": {"cuda_graph": False, "split_precision_taps": True},
-    "baseline_fp32_taps": {"cuda_graph": True, "split_precision_taps": False},
-}
 
 
 def measure(trainer: Trainer, warmup: int, steps: int) -> dict[str, Any]:
@@ -66,11 +59,11 @@ def measure(trainer: Trainer, warmup: int, steps: int) -> dict[str, Any]:
     every hash level is active, so the figure is the steady state)."""
     device = trainer.device
     trainer.iteration = trainer.schedule.all_levels_at()
+    if device.type == "cuda":   # before the warm-up, which holds the CUDA graph's capture (its memory pool)
+        torch.cuda.reset_peak_memory_stats(device)
     for _ in range(warmup):
         trainer.step()
     _bootstrap.cuda_sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(steps):
         trainer.step()
@@ -138,9 +131,9 @@ def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: i
         torch.cuda.empty_cache()
     budget = plan.image_cache_bytes if plan else 1 << 30
     if device.type == "cuda":
-        for label, engine in ENGINE_BASELINES.items():
-            result[label] = _settings_baseline(dataset, settings, device, budget, ours, steps, engine=engine,
-                                               breakdown=label == "baseline_before_issue_17", warmup=warmup)
+        result["baseline_no_cuda_graph"] = _settings_baseline(dataset, settings, device, budget, ours, steps,
+                                                              engine={"cuda_graph": False}, breakdown=True,
+                                                              warmup=warmup)
     if not with_baselines:
         return result
     recipe = dataclasses.replace(settings, sampling=RECIPE_SAMPLING)

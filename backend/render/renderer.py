@@ -54,12 +54,9 @@ class RenderResult:
 
 class Renderer:
     def __init__(self, model: NeuralSurface, sampling: SamplingConfig, occupancy: OccupancyGrid | None = None,
-                 mixed_precision: bool = False, split_precision_taps: bool = False):
-        """``split_precision_taps``: the SDF's gradient taps as fp32 differences on bf16 tensor cores
-        (``SdfField.with_derivatives(reduced_precision=True)``, which says why that keeps their precision)."""
+                 mixed_precision: bool = False):
         self.model, self.sampling, self.occupancy = model, sampling, occupancy
         self.mixed_precision = mixed_precision
-        self.split_precision_taps = split_precision_taps
 
     def _autocast(self, device: torch.device):
         """bf16 for the colour and background MLPs only (the SDF: see sdf_field.py). No cast cache, which a
@@ -108,8 +105,7 @@ class Renderer:
         n_rays, n_samples = mids.shape
         points = (origins[:, None, :] + directions[:, None, :] * mids[..., None]).reshape(-1, 3)
         dirs = directions[:, None, :].expand(n_rays, n_samples, 3).reshape(-1, 3)
-        field = model.sdf_field.with_derivatives(points, model.gradient_step, model.active_levels,
-                                                 reduced_precision=self.split_precision_taps)
+        field = model.sdf_field.with_derivatives(points, model.gradient_step, model.active_levels)
         normals = F.normalize(field.gradient, dim=-1)
         codes = model.appearance_codes(view_ids)
         with self._autocast(points.device), step_range("color_mlp"):

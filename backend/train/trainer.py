@@ -75,9 +75,9 @@ class Trainer:
     def __init__(self, dataset: PosedDataset, settings: TrainSettings, *, device: str | torch.device = "cpu",
                  image_budget: int = 0, host_budget: int | None = None, seed: int = 0,
                  distributed: Distributed | None = None, log: Callable[[str, str], None] | None = None,
-                 cuda_graph: bool = True, split_precision_taps: bool = True):
-        """``cuda_graph`` and ``split_precision_taps`` (both GPU only) change how a step is computed, not what:
-        benchmarks turn them off for their baselines."""
+                 cuda_graph: bool = True):
+        """``cuda_graph`` (GPU only) changes how a step is computed, not what: benchmarks turn it off for their
+        baselines."""
         self.dataset, self.settings = dataset, settings
         self.device = torch.device(device)
         self.dist = distributed or Distributed()
@@ -89,8 +89,7 @@ class Trainer:
         self.occupancy = OccupancyGrid(settings.occupancy_resolution, self.device)
         on_cuda = self.device.type == "cuda"
         self.renderer = Renderer(self.model, settings.sampling, self.occupancy,
-                                 mixed_precision=settings.mixed_precision,
-                                 split_precision_taps=split_precision_taps and on_cuda)
+                                 mixed_precision=settings.mixed_precision)
         self.optimizer = self._make_optimizer()
         grid = settings.model.sdf
         self.schedule = Schedule(settings.schedule, settings.iterations, grid.n_levels,
@@ -201,7 +200,7 @@ class Trainer:
             with step_range("eikonal_ball"):
                 ball = self.model.sdf_field.with_derivatives(
                     uniform_in_unit_ball(ball_points, self.render_generator, self.device), self.model.gradient_step,
-                    self.model.active_levels, reduced_precision=self.renderer.split_precision_taps)
+                    self.model.active_levels)
                 eikonal_gradient = torch.cat((eikonal_gradient, ball.gradient))
                 eikonal_mask = torch.cat((eikonal_mask, mask.new_ones(ball_points)))
         with step_range("losses"):
