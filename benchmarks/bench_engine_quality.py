@@ -1,6 +1,6 @@
-"""Quality per iteration of the engine's fast path (issue 17): the same run, the same iterations, with the step
-captured as a CUDA graph (``ours``) and without (the engine before), so a speed-up is shown not to cost surface
-quality.
+"""Quality per iteration of the engine's fast paths (issue 17): the same run, the same iterations, with the step
+captured as a CUDA graph and the SDF's softplus and head fused (``ours``) and without them (the engine before),
+so a speed-up is shown not to cost surface quality.
 
     python3 benchmarks/bench_engine_quality.py --runs preview:2000 standard:3000      # GPU, the bunny (~8 min)
     python3 benchmarks/bench_engine_quality.py --smoke --dataset SCENE   # CPU, seconds; SCENE: tests/engine_scenes.py
@@ -31,7 +31,8 @@ from carrara.backend.data.dataset import load_dataset  # noqa: E402
 from carrara.backend.jobs.reconstruct import new_run_settings  # noqa: E402
 from carrara.backend.train.trainer import Trainer  # noqa: E402
 
-ENGINES = {"ours": {"cuda_graph": True}, "baseline_no_cuda_graph": {"cuda_graph": False}}
+ENGINES = {"ours": {"cuda_graph": True, "fused_sdf_head": True},
+           "baseline_before_issue_17": {"cuda_graph": False, "fused_sdf_head": False}}
 CHAMFER_TOLERANCE = 0.10
 
 
@@ -91,7 +92,7 @@ def main() -> None:
                                              truth_path, seed) for seed in range(args.repeats)]
                    for label, engine in ENGINES.items()}
         runs[spec] = {**results, "ours_over_baseline": [compare(o, b) for o, b in
-                                                        zip(results["ours"], results["baseline_no_cuda_graph"])]}
+                                                        zip(results["ours"], results["baseline_before_issue_17"])]}
         for ratio in runs[spec]["ours_over_baseline"]:
             print(f"{spec}: ours/baseline {ratio}", flush=True)
     payload = {**CONTEXT, "benchmark": "engine_quality", "name": args.name, "dataset": str(args.dataset),

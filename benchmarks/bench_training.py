@@ -6,7 +6,7 @@
 
 Per preset, on the memory plan chosen for this GPU's free memory:
 - ``ours``: ``Trainer.step()`` as the engine runs it (Triton encoding, occupancy-guided samples, bf16 colour MLPs,
-  the step captured as a CUDA graph):
+  the SDF's softplus and head fused in Triton, the step captured as a CUDA graph):
   iterations/s, rays/s, rendered samples/s, SDF evaluations/s (rendered samples x 5 for the 4-tap gradient, plus
   the no-grad up-sampling scans), peak memory against the plan's estimate (its calibration), and the preset's
   expected duration (its iterations / the rate) against its target (preview ~60 s, standard ~600 s on an H100);
@@ -16,8 +16,9 @@ Per preset, on the memory plan chosen for this GPU's free memory:
   no occupancy grid: 129 rendered intervals per ray);
 - baseline ``no_eikonal_ball``: the same steps without the eikonal points drawn in the unit ball (our departure
   from the recipe, ``LossWeights.eikonal_ball_points_per_ray``): what that loss term costs.
-- engine baseline (issue 17, always run on a GPU, ``--steps`` steps like ``ours``): ``baseline_no_cuda_graph``,
-  the same steps uncaptured (the engine as it was), with its own step breakdown.
+- engine baselines (issue 17, always run on a GPU, ``--steps`` steps each like ``ours``): ``baseline_no_cuda_graph``
+  and ``baseline_unfused_head`` (one of the two off) and ``baseline_before_issue_17`` (both off: the engine as it
+  was), the last with its own step breakdown (the others run the kernels of ``ours`` or of that one).
 Every figure of a baseline is also given as ours / baseline.
 
 ``step_breakdown`` (per preset, also in ``--smoke``): where a step of ``ours`` spends its time, part by part
@@ -52,6 +53,11 @@ from carrara.backend.train.trainer import Trainer  # noqa: E402
 TARGET_SECONDS = {"preview": 60.0, "standard": 600.0}
 DEFAULT_DATASET = _bootstrap.REPO_ROOT / "examples" / "chair"
 RECIPE_SAMPLING = SamplingConfig(n_uniform=0, n_guided=64, n_fine=16, fine_rounds=4, n_background=32)
+ENGINE_BASELINES = {  # Trainer's engine options off, alone and together (issue 17's A/B)
+    "baseline_no_cuda_graph": {"cuda_graph": False},
+    "baseline_unfused_head": {"fused_sdf_head": False},
+    "baseline_before_issue_17": {"cuda_graph": False, "fused_sdf_head": False},
+}
 
 
 def measure(trainer: Trainer, warmup: int, steps: int) -> dict[str, Any]:
@@ -131,9 +137,9 @@ def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: i
         torch.cuda.empty_cache()
     budget = plan.image_cache_bytes if plan else 1 << 30
     if device.type == "cuda":
-        result["baseline_no_cuda_graph"] = _settings_baseline(dataset, settings, device, budget, ours, steps,
-                                                              engine={"cuda_graph": False}, breakdown=True,
-                                                              warmup=warmup)
+        for label, engine in ENGINE_BASELINES.items():
+            result[label] = _settings_baseline(dataset, settings, device, budget, ours, steps, engine=engine,
+                                               breakdown=label == "baseline_before_issue_17", warmup=warmup)
     if not with_baselines:
         return result
     recipe = dataclasses.replace(settings, sampling=RECIPE_SAMPLING)

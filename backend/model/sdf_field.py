@@ -23,7 +23,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from ..profiling import step_range
 from .gradients import tetrahedron_derivatives, tetrahedron_points
-from .hashgrid import HashGridConfig, HashGridEncoding, grid_levels
+from .hashgrid import HashGridConfig, HashGridEncoding, grid_levels, triton_importable
 
 SOFTPLUS_BETA = 100.0
 
@@ -83,6 +83,7 @@ class SdfField(nn.Module):
         self.head = nn.Linear(h, 1)
         self.feature_layer = nn.Linear(h, h)
         self._geometric_init()
+        self.fused_head = True      # False: PyTorch's ops on a GPU too (the benchmark's baseline)
         if config.weight_norm:
             for name in ("hidden", "head", "feature_layer"):
                 setattr(self, name, weight_norm(getattr(self, name)))
@@ -102,29 +103,35 @@ class SdfField(nn.Module):
             self.head.weight.neg_()
             self.head.bias.neg_()
 
-    def _hidden(self, x: torch.Tensor, active_levels: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pre_activation(self, x: torch.Tensor, active_levels: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hidden layer before its softplus, and the hash features."""
         with step_range("encoding"):
             grid = self.encoding(self.encoding.config.to_unit_cube(x), active_levels).to(x.dtype)
         with step_range("sdf_mlp"):
-            return F.softplus(self.hidden(torch.cat((x, grid), -1)), beta=SOFTPLUS_BETA), grid
+            return self.hidden(torch.cat((x, grid), -1)), grid
 
-    def _head(self, h: torch.Tensor) -> torch.Tensor:
+    def _sdf(self, z: torch.Tensor) -> torch.Tensor:
+        """head(softplus(z)): one Triton kernel each way on a GPU (softplus_head_triton.py says why)."""
         with step_range("sdf_mlp"):
-            return self.head(h).squeeze(-1)
+            if self.fused_head and z.is_cuda and triton_importable():
+                from .softplus_head_triton import softplus_head
+                return softplus_head(z, self.head.weight[0], self.head.bias, SOFTPLUS_BETA)
+            return self.head(F.softplus(z, beta=SOFTPLUS_BETA)).squeeze(-1)
 
-    def _feature(self, h: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    def _feature(self, z: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         with step_range("sdf_mlp"):
+            h = F.softplus(z, beta=SOFTPLUS_BETA)
             feature = F.softplus(self.feature_layer(h), beta=SOFTPLUS_BETA)
             return torch.cat((feature, grid), -1) if self.config.grid_in_feature else feature
 
     def sdf(self, x: torch.Tensor, active_levels: int | None = None) -> torch.Tensor:
         """(N, 3) unit-sphere points -> (N,) signed distances (negative inside)."""
-        return self._head(self._hidden(x, active_levels)[0])
+        return self._sdf(self._pre_activation(x, active_levels)[0])
 
     def forward(self, x: torch.Tensor, active_levels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) signed distances and (N, feature_dim) geometry features."""
-        h, grid = self._hidden(x, active_levels)
-        return self._head(h), self._feature(h, grid)
+        z, grid = self._pre_activation(x, active_levels)
+        return self._sdf(z), self._feature(z, grid)
 
     def with_derivatives(self, x: torch.Tensor, eps: float, active_levels: int | None = None) -> SdfWithDerivatives:
         """SDF, feature, numerical gradient and Laplacian at x: one network pass over x and its 4 taps."""
@@ -132,8 +139,8 @@ class SdfField(nn.Module):
         with step_range("sdf_with_taps"):
             with step_range("numerical_gradient"):
                 points = tetrahedron_points(x, eps)
-            h, grid = self._hidden(points, active_levels)
-            values = self._head(h)
+            z, grid = self._pre_activation(points, active_levels)
+            values = self._sdf(z)
             with step_range("numerical_gradient"):
                 sdf, gradient, laplacian = tetrahedron_derivatives(values, eps)
-            return SdfWithDerivatives(sdf, self._feature(h[:n], grid[:n]), gradient, laplacian)
+            return SdfWithDerivatives(sdf, self._feature(z[:n], grid[:n]), gradient, laplacian)

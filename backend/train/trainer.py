@@ -75,9 +75,9 @@ class Trainer:
     def __init__(self, dataset: PosedDataset, settings: TrainSettings, *, device: str | torch.device = "cpu",
                  image_budget: int = 0, host_budget: int | None = None, seed: int = 0,
                  distributed: Distributed | None = None, log: Callable[[str, str], None] | None = None,
-                 cuda_graph: bool = True):
-        """``cuda_graph`` (GPU only) changes how a step is computed, not what: benchmarks turn it off for their
-        baselines."""
+                 cuda_graph: bool = True, fused_sdf_head: bool = True):
+        """``cuda_graph`` and ``fused_sdf_head`` (GPU only) change how a step is computed, not what: benchmarks
+        turn them off for their baselines."""
         self.dataset, self.settings = dataset, settings
         self.device = torch.device(device)
         self.dist = distributed or Distributed()
@@ -85,6 +85,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):     # the same weights for a seed, without touching global RNG
             torch.manual_seed(seed)
             self.model = NeuralSurface(settings.model).to(self.device)
+        self.model.sdf_field.fused_head = fused_sdf_head
         self.dist.broadcast_module(self.model)
         self.occupancy = OccupancyGrid(settings.occupancy_resolution, self.device)
         on_cuda = self.device.type == "cuda"

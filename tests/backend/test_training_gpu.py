@@ -109,3 +109,25 @@ def test_a_captured_run_resumes_from_its_checkpoint(dataset):
     stats = [resumed.step() for _ in range(4)]
     assert resumed.iteration == 16 and all(torch.isfinite(s.loss_tensor) for s in stats)
     assert all(isinstance(group["lr"], torch.Tensor) for group in resumed.optimizer.param_groups)
+
+
+def test_the_fused_softplus_head_is_pytorchs_softplus_and_head(dataset):
+    trainer = _trainer(dataset, "preview")
+    for _ in range(20):
+        trainer.step()
+    field = trainer.model.sdf_field
+    points = (torch.rand(50_000, 3, device="cuda") * 2 - 1) * 0.8
+    results = []
+    for fused in (True, False):
+        field.fused_head = fused
+        field.zero_grad(set_to_none=True)
+        out = field.with_derivatives(points, trainer.model.gradient_step, trainer.model.active_levels)
+        (out.sdf.sum() + out.gradient.norm(dim=-1).sum() + 1e-3 * out.laplacian.abs().sum()).backward()
+        results.append((out, {name: p.grad.clone() for name, p in field.named_parameters() if p.grad is not None}))
+    (fused, fused_grads), (plain, plain_grads) = results
+    assert torch.allclose(fused.sdf, plain.sdf, atol=1e-6)
+    assert (fused.gradient - plain.gradient).norm(dim=-1).max() < 1e-3
+    assert (fused.laplacian - plain.laplacian).abs().mean() < 5e-2 * plain.laplacian.abs().mean() + 1e-2
+    assert fused_grads.keys() == plain_grads.keys()
+    for name, grad in plain_grads.items():
+        assert (fused_grads[name] - grad).norm() <= 1e-2 * grad.norm() + 1e-6, name

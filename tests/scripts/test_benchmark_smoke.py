@@ -52,7 +52,7 @@ def test_training_benchmark_states_every_baseline_as_a_ratio_and_breaks_the_step
     for baseline in ("baseline_recipe_sampling", "baseline_no_eikonal_ball"):
         ratio = preset[baseline]["it_per_s_ours_over_baseline"]
         assert math.isfinite(ratio) and ratio > 0, baseline
-    assert "baseline_no_cuda_graph" not in preset       # the engine A/B runs on a GPU only
+    assert "baseline_before_issue_17" not in preset     # the engine A/B runs on a GPU only
     breakdown = preset["step_breakdown"]
     assert breakdown["profiled_steps"] == 2 and breakdown["step_ms"]["measured"] > 0
     parts = breakdown["parts"]
@@ -82,7 +82,7 @@ def test_engine_quality_benchmark_trains_both_engines_to_equal_iterations(tmp_pa
     scene = cached_scene(tmp_path_factory)
     out = _smoke("bench_engine_quality.py", tmp_path, "--dataset", str(scene.folder))
     run = _result(tmp_path, "engine_quality_bunny_cpu-smoke")["runs"]["ci:20"]
-    for label in ("ours", "baseline_no_cuda_graph"):
+    for label in ("ours", "baseline_before_issue_17"):
         assert run[label][0]["iteration"] == 20 and run[label][0]["faces"] > 0, label
     ratio = run["ours_over_baseline"][0]
     assert math.isfinite(ratio["it_per_s_ours_over_baseline"]) and "psnr_ours_minus_baseline_db" in ratio
