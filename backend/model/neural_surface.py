@@ -74,9 +74,14 @@ class NeuralSurface(nn.Module):
         return torch.exp(self.s_var.clamp(max=MAX_S_VAR))
 
     def appearance_codes(self, view_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """The codes of ``view_ids`` as a one-hot product with the table: the same values as the embedding's
+        lookup, but a backward without the host round trip of CUDA's embedding backward for more than a few
+        thousand indices (its segment count), which a captured training step (train/step_graph.py) cannot make."""
         if self.appearance is None or view_ids is None:
             return None
-        return self.appearance(view_ids)
+        table = self.appearance.weight
+        one_hot = (view_ids[:, None] == torch.arange(table.shape[0], device=view_ids.device)).to(table.dtype)
+        return one_hot @ table
 
     # --- what mesh extraction calls -------------------------------------------------------------------------
     def sdf_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -181,3 +181,20 @@ def test_ball_points_fill_the_unit_ball_evenly():
     for r in (0.25, 0.5, 0.8):
         assert float((radius < r).float().mean()) == pytest.approx(r ** 3, abs=0.005)
     assert points.mean(0).abs().max() < 0.01
+
+
+def test_appearance_codes_are_the_embeddings_rows_with_its_gradient():
+    """The one-hot product (capturable in a CUDA graph) looks codes up exactly and trains them as the embedding."""
+    config = SurfaceModelConfig(SdfFieldConfig(n_levels=2, features_per_level=2, log2_hashmap_size=10, hidden=16),
+                                ColorFieldConfig(feature_dim=20, hidden=16, layers=1, appearance_dim=8), None,
+                                appearance_images=7)
+    model = NeuralSurface(config)
+    torch.nn.init.normal_(model.appearance.weight)
+    views = torch.tensor([3, 0, 6, 3, 3, 1])
+    upstream = torch.randn(6, 8)
+    (model.appearance_codes(views) * upstream).sum().backward()
+    reference = model.appearance.weight.detach().clone().requires_grad_()
+    (torch.nn.functional.embedding(views, reference) * upstream).sum().backward()
+    assert torch.equal(model.appearance_codes(views), reference[views])
+    assert torch.allclose(model.appearance.weight.grad, reference.grad, atol=1e-6)
+    assert model.appearance_codes(None) is None

@@ -131,3 +131,14 @@ def test_the_fused_softplus_head_is_pytorchs_softplus_and_head(dataset):
     assert fused_grads.keys() == plain_grads.keys()
     for name, grad in plain_grads.items():
         assert (fused_grads[name] - grad).norm() <= 1e-2 * grad.norm() + 1e-6, name
+
+
+def test_a_scene_with_appearance_codes_and_a_background_network_is_captured(dataset):
+    """Outdoor captures train per-photo codes and the NeRF++ background: both must stay inside the graph."""
+    settings = build_settings(preset("ci"), scene_type="outdoor", use_alpha=False, n_views=len(dataset.views),
+                              plan=None, mixed_precision=True)
+    trainer = Trainer(dataset, settings, device="cuda", image_budget=1 << 28)
+    stats = [trainer.step() for _ in range(4)]
+    assert trainer.model.appearance is not None and trainer.model.background is not None
+    assert trainer.graph.unavailable is None and trainer.graph.captures >= 1
+    assert all(torch.isfinite(s.loss_tensor) for s in stats)
