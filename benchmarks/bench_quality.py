@@ -18,7 +18,9 @@ from there) goes on where the first stopped; the training clock counts only trai
 Figures per budget: held-out PSNR (the dataset's evenly spaced held-out photos); with ``--truth`` (render_bunny.py's
 bunny_meta.json) accuracy, completeness and Chamfer as fractions of the sphere radius (chamfer.py). Baselines of the
 same command: the untrained model (geometric initialisation, iteration 0), and for Chamfer the goal of 0.2 % of the
-radius within 5 minutes. Results: benchmarks/results/quality_<name>_<gpu>.json.
+radius within 5 minutes. With ``--smoothness``, each budget's mesh also gets surface_smoothness.py's figure: normal
+variation on a flat patch of the dataset's dominant plane (a wall), to measure colour kept out of the geometry.
+Results: benchmarks/results/quality_<name>_<gpu>.json.
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ from carrara.backend.train.trainer import Trainer  # noqa: E402
 from carrara.shared.mesh_data import MeshData  # noqa: E402
 from carrara.shared.sphere import BoundingSphere  # noqa: E402
 from chamfer import chamfer_against_meta  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from surface_smoothness import dataset_points, mesh_smoothness, summary  # noqa: E402
 
 CHAMFER_GOAL = 0.002            # of the radius, within GOAL_MINUTES on one H100 (issue 4)
 GOAL_MINUTES = 5.0
@@ -80,9 +83,11 @@ def calibrate(dataset, settings, plan, device: torch.device, steps: int) -> floa
 
 
 def evaluate(trainer: Trainer, resolution: int, truth_path: Path | None, work: Path,
-             keep: Path | None = None) -> dict[str, Any]:
+             keep: Path | None = None, smoothness_points: np.ndarray | None = None) -> dict[str, Any]:
     """Held-out PSNR and (with a true mesh) Chamfer of the model as it is now; the time it took is apart.
-    ``keep``: a folder for a decimated copy of the mesh (KEPT_FACES), to look at where its errors lie."""
+    ``keep``: a folder for a decimated copy of the mesh (KEPT_FACES), to look at where its errors lie.
+    ``smoothness_points``: when given, the mesh's flat-patch smoothness, on the plane of these points (empty: of
+    the mesh's own vertices)."""
     started = time.perf_counter()
     psnr = trainer.validate()
     trainer.prepare_for_extraction()
@@ -97,6 +102,8 @@ def evaluate(trainer: Trainer, resolution: int, truth_path: Path | None, work: P
         entry.update({k: measured[k] for k in ("accuracy", "completeness", "chamfer", "accuracy_median",
                                                "completeness_median", "ignored_pred_fraction",
                                                "ignored_gt_fraction")})
+    if smoothness_points is not None and mesh.face_count:
+        entry["smoothness"] = mesh_smoothness(mesh.vertices, mesh.faces, smoothness_points)
     entry["evaluation_seconds"] = time.perf_counter() - started
     if keep is not None and mesh.face_count:
         vertices, faces = reduce_to_budget(torch.from_numpy(mesh.vertices).to(trainer.device),
@@ -109,11 +116,13 @@ def evaluate(trainer: Trainer, resolution: int, truth_path: Path | None, work: P
 
 # The options a continued run takes from its state, so both halves measure one and the same run.
 RUN_OPTIONS = ("dataset", "truth", "name", "minutes", "preset", "scene_type", "resolution", "keep_meshes",
-               "eikonal_ball_points")
+               "eikonal_ball_points", "smoothness")
 
 
 def _restore_options(args: argparse.Namespace, saved: dict[str, Any]) -> None:
     for key in RUN_OPTIONS:
+        if key not in saved["options"]:     # a state written before the option existed
+            continue
         value = saved["options"][key]
         setattr(args, key, Path(value) if key in ("dataset", "truth", "keep_meshes") and value else value)
 
@@ -137,6 +146,8 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any] | None
     truth = json.loads(args.truth.read_text()) if args.truth else None
     sphere = _sphere(args.dataset, truth, args.scene_type)
     dataset = load_dataset(args.dataset, sphere=sphere, scene_type=args.scene_type)
+    # the dataset's sparse points in the training sphere: one plane and patch for every budget
+    smoothness_points = dataset_points(args.dataset, sphere)[0] if args.smoothness else None
     budgets_s = sorted(m * 60.0 for m in args.minutes)
     if saved:
         rate = saved["calibrated_it_per_s"]
@@ -189,7 +200,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any] | None
                       flush=True)
                 return None
             entry = {"minutes": budget / 60.0, "training_seconds": trained_s,
-                     **evaluate(trainer, args.resolution, args.truth, work, args.keep_meshes)}
+                     **evaluate(trainer, args.resolution, args.truth, work, args.keep_meshes, smoothness_points)}
             if "chamfer" in entry and "chamfer" in initial:
                 entry["chamfer_over_untrained"] = entry["chamfer"] / initial["chamfer"]
                 entry["chamfer_over_goal"] = entry["chamfer"] / CHAMFER_GOAL
@@ -198,6 +209,8 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any] | None
             print(f"{entry['minutes']:.1f} min (iteration {entry['iteration']}): PSNR {entry['psnr_held_out']:.2f} dB"
                   + (f", chamfer {entry['chamfer'] * 100:.3f} % of r (accuracy {entry['accuracy'] * 100:.3f}, "
                      f"completeness {entry['completeness'] * 100:.3f})" if "chamfer" in entry else ""), flush=True)
+            if "smoothness" in entry:
+                print(f"  smoothness: {summary(entry['smoothness'])}", flush=True)
     finally:
         trainer.close()
     if args.state:   # the run is whole: its state (GBs of checkpoint) must not be continued a second time
@@ -241,6 +254,9 @@ def main() -> None:
                              "read (with the run's options) when it holds a state")
     parser.add_argument("--save-reserve-s", type=float, default=SAVE_RESERVE_S,
                         help="seconds of --wall-limit-s kept for writing the state")
+    parser.add_argument("--smoothness", action="store_true",
+                        help="also measure each budget's mesh on a flat patch of the dataset's dominant plane "
+                             "(surface_smoothness.py; from its COLMAP points, else from the mesh)")
     parser.add_argument("--smoke", action="store_true", help="CPU, the ci preset, seconds: checks the script runs")
     args = parser.parse_args()
     if args.wall_limit_s and not args.state:

@@ -71,11 +71,14 @@ def test_training_benchmark_states_every_baseline_as_a_ratio_and_breaks_the_step
 
 def test_quality_benchmark_measures_held_out_psnr_against_the_untrained_model(tmp_path, tmp_path_factory):
     scene = cached_scene(tmp_path_factory)
-    _smoke("bench_quality.py", tmp_path, "--dataset", str(scene.folder))
+    _smoke("bench_quality.py", tmp_path, "--dataset", str(scene.folder), "--smoothness")
     result = _result(tmp_path, "quality_bunny_cpu-smoke")
     assert [p["minutes"] for p in result["points"]] == [0.05, 0.1]
     assert result["held_out_photos"] > 0 and result["baseline_untrained"]["psnr_held_out"] > 0
     assert all(p["psnr_gain_over_untrained_db"] > 0 and p["faces"] > 0 for p in result["points"])
+    # the box scene has no sparse points: the plane is the mesh's own (a blob's, after seconds: no patch on it)
+    assert all(p["smoothness"]["points_from"] == "mesh" and p["smoothness"]["plane_inliers"] >= 3
+               for p in result["points"])
 
 
 def test_engine_quality_benchmark_trains_both_engines_to_equal_iterations(tmp_path, tmp_path_factory):
