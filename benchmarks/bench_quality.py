@@ -21,6 +21,10 @@ same command: the untrained model (geometric initialisation, iteration 0), and f
 radius within 5 minutes. With ``--smoothness``, each budget's mesh also gets surface_smoothness.py's figure: normal
 variation on a flat patch of the dataset's dominant plane (a wall), to measure colour kept out of the geometry.
 Results: benchmarks/results/quality_<name>_<gpu>.json.
+
+``--set FIELD=VALUE`` (repeatable) changes one field of the preset for a run, dotted into its groups
+(``losses.curvature=1e-3``, ``grid_in_feature=false``, ``schedule.anneal_end=0.2``): the A/B of a recipe choice,
+such as the regularisation of issue 17 item 4, is the same command once with and once without it.
 """
 from __future__ import annotations
 
@@ -28,7 +32,6 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +119,20 @@ def evaluate(trainer: Trainer, resolution: int, truth_path: Path | None, work: P
 
 # The options a continued run takes from its state, so both halves measure one and the same run.
 RUN_OPTIONS = ("dataset", "truth", "name", "minutes", "preset", "scene_type", "resolution", "keep_meshes",
-               "eikonal_ball_points", "smoothness")
+               "eikonal_ball_points", "smoothness", "set")
+
+
+def preset_changes(args: argparse.Namespace) -> dict[str, str]:
+    """``--set`` as field -> text, with ``--eikonal-ball-points`` (the older spelling of one such change)."""
+    changes = {}
+    for item in args.set or []:
+        field, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: write FIELD=VALUE, e.g. losses.curvature=1e-3")
+        changes[field.strip()] = value.strip()
+    if args.eikonal_ball_points is not None:
+        changes["losses.eikonal_ball_points_per_ray"] = str(args.eikonal_ball_points)
+    return changes
 
 
 def _restore_options(args: argparse.Namespace, saved: dict[str, Any]) -> None:
@@ -149,17 +165,16 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any] | None
     # the dataset's sparse points in the training sphere: one plane and patch for every budget
     smoothness_points = dataset_points(args.dataset, sphere)[0] if args.smoothness else None
     budgets_s = sorted(m * 60.0 for m in args.minutes)
+    changes = preset_changes(args)
     if saved:
         rate = saved["calibrated_it_per_s"]
     else:
-        settings, plan = new_run_settings(args.preset, dataset, args.scene_type, device)
+        settings, plan = new_run_settings(args.preset, dataset, args.scene_type, device, preset_changes=changes)
         rate = calibrate(dataset, settings, plan, device, args.calibration_steps)
     iterations = max(10, int(rate * budgets_s[-1]))
     print(f"calibration: {rate:.1f} it/s; {iterations} iterations laid over {budgets_s[-1]:.0f} s", flush=True)
-    settings, plan = new_run_settings(args.preset, dataset, args.scene_type, device, iterations)
-    if args.eikonal_ball_points is not None:   # an A/B of that loss term, same everything else
-        losses = replace(settings.losses, eikonal_ball_points_per_ray=args.eikonal_ball_points)
-        settings = replace(settings, losses=losses)
+    settings, plan = new_run_settings(args.preset, dataset, args.scene_type, device, iterations,
+                                      preset_changes=changes)
     trainer = Trainer(dataset, settings, device=device, image_budget=plan.image_cache_bytes if plan else 1 << 30)
     work = Path(tempfile.mkdtemp(prefix="carrara-quality-"))
     try:
@@ -219,7 +234,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any] | None
     result: dict[str, Any] = {
         "dataset": str(args.dataset), "photos": len(dataset.views), "held_out_photos": len(dataset.validation),
         "use_alpha": dataset.use_alpha, "preset": args.preset, "scene_type": args.scene_type,
-        "eikonal_ball_points_per_ray": settings.losses.eikonal_ball_points_per_ray,
+        "eikonal_ball_points_per_ray": settings.losses.eikonal_ball_points_per_ray, "preset_changes": changes,
         "calibrated_it_per_s": rate, "iterations": iterations, "rays_per_iter": settings.rays_per_iter,
         "commands": commands,
         "views_elevation_range_deg": truth["render"].get("elevation_range_deg") if truth else None,
@@ -245,6 +260,9 @@ def main() -> None:
     parser.add_argument("--calibration-steps", type=int, default=CALIBRATION_STEPS)
     parser.add_argument("--keep-meshes", type=Path, default=None,
                         help=f"folder for each evaluated mesh, decimated to {KEPT_FACES:,} faces")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change one field of the preset for an A/B, dotted into its groups, e.g. "
+                             "losses.curvature=1e-3 or grid_in_feature=false (repeatable)")
     parser.add_argument("--eikonal-ball-points", type=float, default=None,
                         help="eikonal points in the unit ball per ray, instead of the preset's (0 turns them off)")
     parser.add_argument("--wall-limit-s", type=float, default=None,

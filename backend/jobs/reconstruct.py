@@ -12,6 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
@@ -24,7 +25,7 @@ from ..model.encoding_choice import EncodingUnavailable, choose_encoding, encodi
 from ..train.checkpoint import CheckpointError, load_latest, save_checkpoint, write_json_atomic
 from ..train.distributed import Distributed
 from ..train.memory_plan import MemoryPlan, MemoryPlanError, fixed_plan, plan_memory
-from ..train.presets import preset as get_preset
+from ..train.presets import preset as get_preset, preset_with
 from ..train.settings import TrainSettings, build_settings
 from ..train.trainer import StepStats, Trainer, TrainingDiverged
 from .device import make_current, resolve_device
@@ -59,12 +60,14 @@ def _with_background(dataset: PosedDataset, scene_type: str) -> bool:
 
 
 def new_run_settings(preset_name: str, dataset: PosedDataset, scene_type: str, device: torch.device,
-                     iterations: int | None = None,
-                     encoding: str = "auto") -> tuple[TrainSettings, MemoryPlan | None]:
+                     iterations: int | None = None, encoding: str = "auto",
+                     preset_changes: Mapping[str, str] | None = None) -> tuple[TrainSettings, MemoryPlan | None]:
     """A new run's settings: the preset for this dataset and scene type, fitted to the GPU's free memory now, with
-    the hash-grid implementation ``encoding`` resolves to on ``device``."""
+    the hash-grid implementation ``encoding`` resolves to on ``device``. ``preset_changes`` (``preset_with``) are
+    the benchmarks' A/B of one recipe choice; the memory plan stays the named preset's."""
     plan = plan_for(preset_name, device, with_background=_with_background(dataset, scene_type))
-    settings = build_settings(get_preset(preset_name), scene_type=scene_type, use_alpha=dataset.use_alpha,
+    chosen = preset_with(get_preset(preset_name), preset_changes or {})
+    settings = build_settings(chosen, scene_type=scene_type, use_alpha=dataset.use_alpha,
                               n_views=len(dataset.views), plan=plan, iterations=iterations,
                               mixed_precision=device.type == "cuda", encoding=choose_encoding(encoding, device))
     return settings, plan

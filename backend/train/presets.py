@@ -7,7 +7,8 @@ measurements: benchmarks/NOTES-presets.md.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any, Mapping
 
 from ...shared.jobs import PRESETS
 from ..render.renderer import SamplingConfig
@@ -121,3 +122,39 @@ def preset(name: str) -> Preset:
         return PRESET_TABLE[name]
     except KeyError:
         raise ValueError(f"preset must be one of {list(PRESET_TABLE)}, not {name!r}") from None
+
+
+def preset_with(base: Preset, changes: Mapping[str, str]) -> Preset:
+    """``base`` with fields set from text, dotted into nested settings (``losses.curvature=1e-3``,
+    ``grid_in_feature=false``, ``schedule.lr_steps=0.6,0.8``): how a benchmark tries one choice of the recipe
+    against the preset without a code change. Each value parses as the type of the value it replaces."""
+    for path, text in changes.items():
+        base = _replace_path(base, path.split("."), text, path)
+    return base
+
+
+def _replace_path(obj: Any, names: list[str], text: str, path: str) -> Any:
+    known = [f.name for f in fields(obj)]
+    if names[0] not in known:
+        raise ValueError(f"{path}: {type(obj).__name__} has no field {names[0]!r}; it has {known}")
+    current = getattr(obj, names[0])
+    if len(names) > 1:
+        if not is_dataclass(current):
+            raise ValueError(f"{path}: {names[0]} is the value {current!r}, not a group of settings")
+        return replace(obj, **{names[0]: _replace_path(current, names[1:], text, path)})
+    if is_dataclass(current):
+        raise ValueError(f"{path} is a group of settings; set one of its fields: {[f.name for f in fields(current)]}")
+    return replace(obj, **{names[0]: _parse_like(current, text, path)})
+
+
+def _parse_like(current: Any, text: str, path: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        if isinstance(current, tuple):
+            return tuple(float(part) for part in text.split(",") if part.strip())
+        return type(current)(text)
+    except ValueError:
+        raise ValueError(f"{path}={text!r}: expected a value like {current!r}") from None

@@ -71,8 +71,11 @@ def test_training_benchmark_states_every_baseline_as_a_ratio_and_breaks_the_step
 
 def test_quality_benchmark_measures_held_out_psnr_against_the_untrained_model(tmp_path, tmp_path_factory):
     scene = cached_scene(tmp_path_factory)
-    _smoke("bench_quality.py", tmp_path, "--dataset", str(scene.folder), "--smoothness")
+    _smoke("bench_quality.py", tmp_path, "--dataset", str(scene.folder), "--smoothness",
+           "--set", "losses.curvature=1e-3", "--eikonal-ball-points", "1")
     result = _result(tmp_path, "quality_bunny_cpu-smoke")
+    assert result["preset_changes"] == {"losses.curvature": "1e-3", "losses.eikonal_ball_points_per_ray": "1.0"}
+    assert result["eikonal_ball_points_per_ray"] == 1.0
     assert [p["minutes"] for p in result["points"]] == [0.05, 0.1]
     assert result["held_out_photos"] > 0 and result["baseline_untrained"]["psnr_held_out"] > 0
     assert all(p["psnr_gain_over_untrained_db"] > 0 and p["faces"] > 0 for p in result["points"])
