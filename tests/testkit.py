@@ -1,11 +1,14 @@
 """Helpers the suites share: real data (the bundled chair, datasets made from it, the team's larger ones), free
-loopback ports, backends, scenes and layouts."""
+loopback ports, backends, scenes and layouts, and Triton's interpreter."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import types
 from pathlib import Path
 from typing import Callable
@@ -320,3 +323,15 @@ def draw_panel(panel) -> RecordingLayout:
     layout = RecordingLayout()
     panel.draw(types.SimpleNamespace(layout=layout), bpy.context)
     return layout
+
+
+def run_in_triton_interpreter(script: str) -> str:
+    """Runs ``script`` (a test file that is also a script) with TRITON_INTERPRET=1, which triton reads when it is
+    imported and which must not leak into other tests, so in a child process; returns its stdout. Skips where
+    triton is not installed."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed (pip install triton), so its kernels cannot be interpreted")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"interpreter checks failed:\n{result.stdout}\n{result.stderr[-4000:]}"
+    return result.stdout
