@@ -59,7 +59,7 @@ class Renderer:
         self.mixed_precision = mixed_precision
 
     def _autocast(self, device: torch.device):
-        """bf16 for the colour and background MLPs only (the SDF: see sdf_field.py). No cast cache, which a
+        """bf16 for the colour and background MLPs only (never the SDF: see sdf_field.py). No cast cache, which a
         captured CUDA graph forbids (its weights are recomputed by weight norm on every call anyway)."""
         if self.mixed_precision and device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
