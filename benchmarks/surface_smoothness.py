@@ -11,7 +11,9 @@ patch then leaves out whatever the mesh bends beyond the RANSAC threshold, which
 The figures: over the mesh faces whose centroid lies within ``band`` of the plane and projects into the patch, the
 area-weighted angle between face normals and the plane normal (mean, RMS, 95th percentile), the vertices' RMS
 distance to the plane, and a high-pass angle a slight tilt of the whole patch does not change (see
-``plane_patch_smoothness``).
+``plane_patch_smoothness``). Their coverage (the patch's share the measured faces cover) says how much of the wall
+they describe, and per cell of the patch the distance of the nearest mesh vertex to the plane says where the rest
+of the wall went (``surface_offsets``): a mesh can render its photos well and still put a wall in front of itself.
 
 Sizes default to fractions of an extent (``SmoothnessSettings``), so one setting serves a bunny in unit
 coordinates and a wall in metres; each can be given in world units instead, and the output states the values used.
@@ -42,6 +44,7 @@ _SCORE_POINTS = 20_000               # RANSAC hypotheses are scored on at most t
 _HYPOTHESES_PER_CHUNK = 64
 _REFITS = 3
 _CELLS_PER_RADIUS = 4                # grid pitch of the high-pass neighbourhood: radius / 4
+LOW_COVERAGE = 0.5                   # below it the summary warns that the angles describe a part of the patch
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,26 @@ def _local_mean_normals(uv: np.ndarray, normals: np.ndarray, areas: np.ndarray, 
     return mean / np.linalg.norm(mean, axis=1, keepdims=True)
 
 
+def surface_offsets(vertices: np.ndarray, plane: PlaneFit, patch: PlanePatch) -> dict[str, Any]:
+    """Where the mesh is, cell by cell of the patch: the distance from the plane to the mesh vertex nearest it
+    among those projecting into the cell, however far. The angles only see faces within the band; this says
+    whether the rest of the patch has no surface (the cell is empty) or a surface elsewhere (a wall rebuilt
+    in front of or behind itself, or hidden by floaters), and how far off (``offset_*``, median and 90th
+    percentile over the cells with a vertex; ``empty_cells``, the fraction with none). A vertex stands for
+    its surface to within half a marching-cubes cell."""
+    vertices = np.asarray(vertices, np.float64)
+    ij = np.floor((vertices @ patch.axes.T - patch.corner) / patch.cell_size).astype(np.int64)
+    inside = np.all((ij >= 0) & (ij < patch.cells.shape), axis=1)
+    inside[inside] = patch.cells[ij[inside, 0], ij[inside, 1]]
+    nearest = np.full(patch.cells.shape, np.inf)
+    np.minimum.at(nearest, (ij[inside, 0], ij[inside, 1]), np.abs(plane.signed_distance(vertices[inside])))
+    per_cell = nearest[patch.cells]
+    found = per_cell[np.isfinite(per_cell)]
+    return {"empty_cells": float(1.0 - len(found) / len(per_cell)) if len(per_cell) else 1.0,
+            "offset_median": float(np.median(found)) if len(found) else None,
+            "offset_p90": float(np.percentile(found, 90)) if len(found) else None}
+
+
 def plane_patch_smoothness(vertices: np.ndarray, faces: np.ndarray, plane: PlaneFit, patch: PlanePatch,
                            band: float, radius: float) -> dict[str, Any]:
     """Normal variation of the faces whose centroid lies within ``band`` (world units) of the plane and projects
@@ -223,7 +246,8 @@ def plane_patch_smoothness(vertices: np.ndarray, faces: np.ndarray, plane: Plane
     double_area = np.linalg.norm(cross, axis=1)
     centroids = corners.mean(axis=1)
     chosen = ((double_area > 0) & (np.abs(plane.signed_distance(centroids)) <= band) & patch.contains(centroids))
-    figures: dict[str, Any] = {"faces": int(chosen.sum()), "patch_area": patch.area, "band": band, "radius": radius}
+    figures: dict[str, Any] = {"faces": int(chosen.sum()), "patch_area": patch.area, "band": band, "radius": radius,
+                               **surface_offsets(vertices, plane, patch)}
     if not chosen.any():
         return {**figures, "covered_area": 0.0, "coverage": 0.0, "angle_mean_deg": None, "angle_rms_deg": None,
                 "angle_p95_deg": None, "distance_rms": None, "highpass_mean_deg": None}
@@ -288,13 +312,19 @@ def summary(figures: dict[str, Any]) -> str:
         return (f"no flat patch: no cell of {figures['settings']['cell_size']:.3g} on the plane of "
                 f"{figures['plane_inliers']} inliers kept {figures['settings']['min_points']} of them with full "
                 f"neighbours (points from {figures['points_from']})")
+    where = (f"the mesh nearest the plane per cell: {figures['empty_cells'] * 100:.0f} % of cells empty"
+             + ("" if figures["offset_median"] is None else
+                f", offset median {figures['offset_median']:.3g}, p90 {figures['offset_p90']:.3g}"))
     if figures["angle_mean_deg"] is None:
         return (f"no face of the mesh within {figures['band']:.3g} of the plane in the patch "
-                f"({figures['patch_area']:.3g} area, points from {figures['points_from']})")
+                f"({figures['patch_area']:.3g} area, points from {figures['points_from']}); {where}")
     return (f"{figures['faces']} faces over {figures['coverage'] * 100:.0f} % of a {figures['patch_area']:.3g} "
             f"patch (points from {figures['points_from']}): angle mean {figures['angle_mean_deg']:.2f} deg, "
             f"RMS {figures['angle_rms_deg']:.2f}, p95 {figures['angle_p95_deg']:.2f}; high-pass "
-            f"{figures['highpass_mean_deg']:.2f} deg; distance RMS {figures['distance_rms']:.3g}")
+            f"{figures['highpass_mean_deg']:.2f} deg; distance RMS {figures['distance_rms']:.3g}; {where}"
+            + ("" if figures["coverage"] >= LOW_COVERAGE else
+               f" (the angles describe only {figures['coverage'] * 100:.0f} % of the patch: the rest of the wall "
+               "is not where the photos put it)"))
 
 
 def main() -> None:

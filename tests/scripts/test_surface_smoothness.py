@@ -142,6 +142,22 @@ def test_faces_outside_the_band_or_the_patch_are_left_out():
     assert counted["faces"] == 2 * alone["faces"] and counted["angle_mean_deg"] > 4.0
 
 
+def test_a_wall_rebuilt_in_front_of_itself_is_found_by_its_offset_not_its_angles():
+    shift = 6 * SETTINGS.band
+    flat = _figures(*grid_mesh(100))
+    assert flat["empty_cells"] == 0.0 and flat["offset_p90"] < 1e-9
+    displaced = _figures(*grid_mesh(100, lambda x, y: shift + 0.0 * x))
+    assert displaced["angle_mean_deg"] is None and displaced["coverage"] == 0.0
+    assert displaced["empty_cells"] == 0.0
+    assert displaced["offset_median"] == pytest.approx(shift) and displaced["offset_p90"] == pytest.approx(shift)
+    assert "0 % of cells empty, offset median 0.3" in ss.summary(displaced)
+    # a quarter of the wall in place, the rest missing: the angles see a flat quarter, the cells say what is absent
+    half = _figures(*grid_mesh(50, size=0.5))
+    assert half["angle_mean_deg"] < 1e-3 and half["coverage"] < ss.LOW_COVERAGE
+    assert half["empty_cells"] == pytest.approx(1 - half["coverage"], abs=0.1)
+    assert "the angles describe only" in ss.summary(half) and "the angles describe only" not in ss.summary(flat)
+
+
 def test_the_patch_leaves_out_a_relief_and_the_edges_and_keeps_the_wall_around_them():
     points = wall_points(20_000)
     local = (points - FRAME_SHIFT) @ FRAME_ROTATION
