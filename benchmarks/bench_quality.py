@@ -15,7 +15,9 @@ A run longer than one command may last (the GPU machine's limit is 10 minutes; t
 and the figures so far to ``--state``, and a second command with the same ``--state`` (its other options are taken
 from there) goes on where the first stopped; the training clock counts only training in both.
 
-Figures per budget: held-out PSNR (the dataset's evenly spaced held-out photos); with ``--truth`` (render_bunny.py's
+Figures per budget: held-out PSNR (the dataset's evenly spaced held-out photos) and the training photos' PSNR
+(each with its own appearance code: far above the held-out one, the model fits its photos but not new views;
+both low, it has not fit them yet); with ``--truth`` (render_bunny.py's
 bunny_meta.json) accuracy, completeness and Chamfer as fractions of the sphere radius (chamfer.py). Baselines of the
 same command: the untrained model (geometric initialisation, iteration 0), and for Chamfer the goal of 0.2 % of the
 radius within 5 minutes. With ``--smoothness``, each budget's mesh also gets surface_smoothness.py's figure: normal
@@ -92,12 +94,13 @@ def evaluate(trainer: Trainer, resolution: int, truth_path: Path | None, work: P
     ``smoothness_points``: when given, the mesh's flat-patch smoothness, on the plane of these points (empty: of
     the mesh's own vertices)."""
     started = time.perf_counter()
-    psnr = trainer.validate()
+    psnr, psnr_training = trainer.validate(), trainer.training_view_psnr()
     trainer.prepare_for_extraction()
     mesh = build_mesh(trainer.model.sdf_fn(), None, resolution, device=trainer.device,
                       to_world=trainer.dataset.normalization.to_world_affine, vertex_colors=False,
                       remove_cavities=not trainer.model.config.sdf.inside_out)   # as the delivered asset
-    entry: dict[str, Any] = {"iteration": trainer.iteration, "psnr_held_out": psnr, "faces": mesh.face_count}
+    entry: dict[str, Any] = {"iteration": trainer.iteration, "psnr_held_out": psnr,
+                             "psnr_training_views": psnr_training, "faces": mesh.face_count}
     if truth_path is not None and mesh.face_count:
         path = work / f"mesh_{trainer.iteration:07d}.ply"
         write_ply(mesh, path)
@@ -225,7 +228,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict[str, Any] | None
             short = (f", trained {trained_s / 60.0:.1f} min: the laid iterations ran out"
                      if trained_s < 0.98 * budget else "")
             print(f"{entry['minutes']:.1f} min (iteration {entry['iteration']}{short}): "
-                  f"PSNR {entry['psnr_held_out']:.2f} dB"
+                  f"PSNR {entry['psnr_held_out']:.2f} dB (training photos {entry['psnr_training_views']:.2f})"
                   + (f", chamfer {entry['chamfer'] * 100:.3f} % of r (accuracy {entry['accuracy'] * 100:.3f}, "
                      f"completeness {entry['completeness'] * 100:.3f})" if "chamfer" in entry else ""), flush=True)
             if "smoothness" in entry:

@@ -248,15 +248,26 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> float:
         """PSNR on a fixed set of pixels of the held-out photos (white behind masked photos)."""
-        batch = self.validation_images.fixed_sample(self.settings.validation_rays, VALIDATION_SEED)
+        # Held-out photos have no trained appearance code: the zero (average) code renders them.
+        return self._fixed_pixels_psnr(self.validation_images, own_codes=False)
+
+    @torch.no_grad()
+    def training_view_psnr(self) -> float:
+        """PSNR on a fixed set of pixels of the training photos, each with its own appearance code. Beside
+        ``validate()`` it tells a model that fits its photos but not new views (this far above) from one that
+        has not fit its photos yet (both low). Streamed photos: the pixels come from the chunk in memory."""
+        return self._fixed_pixels_psnr(self.images, own_codes=True)
+
+    def _fixed_pixels_psnr(self, store: ImageStore, *, own_codes: bool) -> float:
+        batch = store.fixed_sample(self.settings.validation_rays, VALIDATION_SEED)
         self.prepare_for_extraction()
         origins, directions = camera_rays(self.c2w[batch.view], self.intrinsics[batch.view], batch.pixels)
         target, background = batch.rgb, None
         if batch.alpha is not None and self.settings.background == "random":
             background = torch.ones_like(batch.rgb)
             target = batch.rgb * batch.alpha[:, None] + (1.0 - batch.alpha[:, None])
-        # Held-out photos have no trained appearance code: the zero (average) code renders them.
-        rgb = self.renderer.render_batches(origins, directions, None, background, VALIDATION_BATCH)
+        rgb = self.renderer.render_batches(origins, directions, batch.view if own_codes else None, background,
+                                           VALIDATION_BATCH)
         return losses.psnr(rgb, target)
 
     def plateaued(self, psnr: float) -> bool:

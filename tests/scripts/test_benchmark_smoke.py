@@ -79,6 +79,8 @@ def test_quality_benchmark_measures_held_out_psnr_against_the_untrained_model(tm
     assert [p["minutes"] for p in result["points"]] == [0.05, 0.1]
     assert result["held_out_photos"] > 0 and result["baseline_untrained"]["psnr_held_out"] > 0
     assert all(p["psnr_gain_over_untrained_db"] > 0 and p["faces"] > 0 for p in result["points"])
+    untrained_fit = result["baseline_untrained"]["psnr_training_views"]
+    assert all(p["psnr_training_views"] > untrained_fit for p in result["points"])
     # the box scene has no sparse points: the plane is the mesh's own (a blob's, after seconds: no patch on it)
     assert all(p["smoothness"]["points_from"] == "mesh" and p["smoothness"]["plane_inliers"] >= 3
                for p in result["points"])
