@@ -2,6 +2,8 @@
 
     python3 benchmarks/bench_training.py                      # GPU machine: every preset on examples/chair (~5 min)
     python3 benchmarks/bench_training.py --dataset DIR --presets preview standard
+    python3 benchmarks/bench_training.py --dataset benchmarks/data/fox --scene-type outdoor --presets standard \
+        --skip-baselines                                       # a scene's step: background network, appearance
     python3 benchmarks/bench_training.py --smoke              # here, on the CPU: the ci preset, a few steps
 
 Per preset, on the memory plan chosen for this GPU's free memory:
@@ -103,7 +105,7 @@ def profile_breakdown(trainer: Trainer, steps: int, step_ms_unprofiled: float) -
 
 def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: int,
                  baseline_steps: int, profile_steps: int | None, with_baselines: bool) -> dict[str, Any]:
-    settings, plan = new_run_settings(name, dataset, "object", device)
+    settings, plan = new_run_settings(name, dataset, dataset.scene_type, device)
     result: dict[str, Any] = {"plan": plan.to_json() if plan else None, "iterations": settings.iterations,
                               "rays_per_iter": settings.rays_per_iter, "encoding": settings.model.sdf.encoding,
                               "hash_grid": {"log2_hashmap_size": settings.model.sdf.log2_hashmap_size,
@@ -185,6 +187,9 @@ def _baseline(trainer: Trainer, ours: dict[str, Any], steps: int, warmup: int = 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--scene-type", default="object", choices=("object", "indoor", "outdoor"),
+                        help="a capture without masks (the fox) trains as a scene: background network and "
+                             "appearance codes in every step")
     parser.add_argument("--presets", nargs="+", default=["preview", "standard", "high"])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
@@ -198,8 +203,8 @@ def main() -> None:
     presets = ["ci"] if args.smoke else args.presets
     steps, warmup, baseline_steps = (3, 1, 2) if args.smoke else (args.steps, args.warmup, args.baseline_steps)
     profile_steps = args.profile_steps or (2 if args.smoke else None)
-    sphere = dataset_sphere(args.dataset, "object")
-    dataset = load_dataset(args.dataset, sphere=sphere, scene_type="object")
+    sphere = dataset_sphere(args.dataset, args.scene_type)
+    dataset = load_dataset(args.dataset, sphere=sphere, scene_type=args.scene_type)
     results = {}
     for name in presets:
         print(f"{name}: ...", flush=True)
@@ -209,7 +214,8 @@ def main() -> None:
         print(f"{name}: {ours['it_per_s']:.1f} it/s, {ours['rays_per_s'] / 1e3:.0f} k rays/s, "
               f"{ours['sdf_evaluations_per_s'] / 1e6:.1f} M SDF evaluations/s, expected run "
               f"{ours['expected_duration_s']:.0f} s", flush=True)
-    payload = {**CONTEXT, "benchmark": "training", "dataset": str(args.dataset), "photos": len(dataset.views),
+    payload = {**CONTEXT, "benchmark": "training", "dataset": str(args.dataset), "scene_type": args.scene_type,
+               "photos": len(dataset.views),
                "device_used": str(device), "settings": {"steps": steps, "warmup": warmup,
                                                         "baseline_steps": baseline_steps,
                                                         "profile_steps": profile_steps,

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from PIL import Image as PILImage
 
 from engine_scenes import cached_scene
 
@@ -67,6 +70,27 @@ def test_training_benchmark_states_every_baseline_as_a_ratio_and_breaks_the_step
     network_ms = parts["encoding"]["total_ms"] + parts["sdf_mlp"]["total_ms"]
     assert 0 < breakdown["numerical_gradient_taps"]["total_ms"] < network_ms
     assert "ci: CPU self time of the ops in each range, 2 steps" in out and "= numerical-gradient taps" in out
+
+
+def _without_masks(folder: Path, target: Path) -> Path:
+    """A copy of a capture whose RGBA photos are flattened onto grey: photos without masks, as a scene has."""
+    shutil.copytree(folder, target)
+    for photo in (target / "images").glob("*.png"):
+        rgba = PILImage.open(photo).convert("RGBA")
+        flat = PILImage.new("RGBA", rgba.size, (128, 128, 128, 255))
+        flat.alpha_composite(rgba)
+        flat.convert("RGB").save(photo)
+    return target
+
+
+def test_training_benchmark_times_a_scene_step_with_its_background_network(tmp_path, tmp_path_factory):
+    capture = _without_masks(cached_scene(tmp_path_factory).folder, tmp_path / "unmasked")
+    _smoke("bench_training.py", tmp_path, "--dataset", str(capture), "--scene-type", "outdoor",
+           "--skip-baselines")
+    result = _result(tmp_path, "training_unmasked_cpu-smoke")
+    assert result["scene_type"] == "outdoor"
+    parts = result["presets"]["ci"]["step_breakdown"]["parts"]
+    assert parts["background"]["forward_ms"] > 0 and parts["background"]["backward_ms"] > 0
 
 
 def test_quality_benchmark_measures_held_out_psnr_against_the_untrained_model(tmp_path, tmp_path_factory):
