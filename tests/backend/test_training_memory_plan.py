@@ -1,6 +1,8 @@
 """The memory plan for 8, 12, 24 and 80 GB cards, computed without a GPU from the free-memory figure."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -58,10 +60,12 @@ def test_a_resumed_run_keeps_its_table_and_is_told_when_it_no_longer_fits():
         fixed_plan(preset("standard"), 4 * GIB, 21, 8, 4096)
 
 
-@pytest.mark.parametrize("scene_type, use_alpha", [("object", True), ("outdoor", False)])
-def test_parameter_count_is_the_models_own(scene_type, use_alpha):
+@pytest.mark.parametrize("scene_type, use_alpha, background", [("object", True, "fourier"),
+                                                                 ("outdoor", False, "fourier"),
+                                                                 ("outdoor", False, "hashgrid")])
+def test_parameter_count_is_the_models_own(scene_type, use_alpha, background):
     """The plan counts exactly the parameters the model has (hash layout, MLPs, weight norm, background)."""
-    base = PRESET_TABLE["ci"]
+    base = replace(PRESET_TABLE["ci"], background_encoding=background)
     settings = build_settings(base, scene_type=scene_type, use_alpha=use_alpha, n_views=10, plan=None)
     with torch.device("meta"):
         model = NeuralSurface(settings.model)
