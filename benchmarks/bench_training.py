@@ -21,8 +21,6 @@ Per preset, on the memory plan chosen for this GPU's free memory:
 - engine baselines (issue 17, always run on a GPU, ``--steps`` steps each like ``ours``): ``baseline_no_cuda_graph``
   and ``baseline_unfused_head`` (one of the two off) and ``baseline_before_issue_17`` (both off: the engine as it
   was), the last with its own step breakdown (the others run the kernels of ``ours`` or of that one).
-- on a scene (a background network): ``baseline_fourier_background`` or ``baseline_hashgrid_background``, the
-  same steps with the background encoding the preset does not use (``model/background.py``), also in ``--smoke``.
 Every figure of a baseline is also given as ours / baseline.
 
 ``step_breakdown`` (per preset, also in ``--smoke``): where a step of ``ours`` spends its time, part by part
@@ -52,8 +50,6 @@ import step_breakdown  # noqa: E402
 from carrara.backend.data.dataset import dataset_sphere, load_dataset  # noqa: E402
 from carrara.backend.render.renderer import SamplingConfig  # noqa: E402
 from carrara.backend.jobs.reconstruct import new_run_settings  # noqa: E402
-from carrara.backend.train.presets import preset as get_preset  # noqa: E402
-from carrara.backend.train.settings import TrainSettings  # noqa: E402
 from carrara.backend.train.trainer import Trainer  # noqa: E402
 
 TARGET_SECONDS = {"preview": 60.0, "standard": 600.0}
@@ -146,10 +142,6 @@ def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: i
         for label, engine in ENGINE_BASELINES.items():
             result[label] = _settings_baseline(dataset, settings, device, budget, ours, steps, engine=engine,
                                                breakdown=label == "baseline_before_issue_17", warmup=warmup)
-    other = other_background(name, settings)
-    if other is not None:       # a scene: the background network it does not use, the same steps
-        label, other_settings = other
-        result[label] = _settings_baseline(dataset, other_settings, device, budget, ours, steps, warmup=warmup)
     if not with_baselines:
         return result
     recipe = dataclasses.replace(settings, sampling=RECIPE_SAMPLING)
@@ -159,18 +151,6 @@ def bench_preset(name: str, dataset, device: torch.device, warmup: int, steps: i
                                                                       eikonal_ball_points_per_ray=0.0))
     result["baseline_no_eikonal_ball"] = _settings_baseline(dataset, no_ball, device, budget, ours, baseline_steps)
     return result
-
-
-def other_background(name: str, settings: TrainSettings) -> tuple[str, TrainSettings] | None:
-    """The run's settings with the other background encoding (fourier or hashgrid), labelled, when it has one."""
-    background = settings.model.background
-    if background is None:
-        return None
-    other = "hashgrid" if background.encoding == "fourier" else "fourier"
-    chosen = dataclasses.replace(get_preset(name), background_encoding=other)
-    config = chosen.background_config(background.appearance_dim, background.implementation)
-    return (f"baseline_{other}_background",
-            dataclasses.replace(settings, model=dataclasses.replace(settings.model, background=config)))
 
 
 def _settings_baseline(dataset, settings, device: torch.device, image_budget: int, ours: dict[str, Any],

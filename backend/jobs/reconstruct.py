@@ -25,7 +25,7 @@ from ..model.encoding_choice import EncodingUnavailable, choose_encoding, encodi
 from ..train.checkpoint import CheckpointError, load_latest, save_checkpoint, write_json_atomic
 from ..train.distributed import Distributed
 from ..train.memory_plan import MemoryPlan, MemoryPlanError, fixed_plan, plan_memory
-from ..train.presets import preset as get_preset, preset_with
+from ..train.presets import Preset, preset as get_preset, preset_with
 from ..train.settings import TrainSettings, build_settings
 from ..train.trainer import StepStats, Trainer, TrainingDiverged
 from .device import make_current, resolve_device
@@ -38,20 +38,19 @@ PROGRESS_EVERY_S = 0.5
 EMA = 0.9
 
 
-def plan_for(preset_name: str, device: torch.device, *, with_background: bool,
+def plan_for(preset: Preset, device: torch.device, *, with_background: bool,
              resumed: TrainSettings | None = None) -> MemoryPlan | None:
-    """The memory plan on a GPU, from its free memory now (a resumed run keeps its table and batch); None on the
-    CPU, where the preset runs as it is."""
+    """The memory plan on a GPU, from its free memory now (a resumed run keeps its table, batch and sampling);
+    None on the CPU, where the preset runs as it is."""
     if device.type != "cuda":
         return None
     free = Distributed.from_env().least(torch.cuda.mem_get_info(device)[0])   # the same plan on every rank
     where = f"{torch.cuda.get_device_name(device)} ({device})"
-    preset = get_preset(preset_name)
     if resumed is None:
         return plan_memory(preset, free, with_background=with_background, device_name=where)
     grid = resumed.model.sdf
     return fixed_plan(preset, free, grid.log2_hashmap_size, grid.features_per_level, resumed.rays_per_iter,
-                      with_background=with_background, device_name=where)
+                      resumed.sampling.n_background, with_background=with_background, device_name=where)
 
 
 def _with_background(dataset: PosedDataset, scene_type: str) -> bool:
@@ -64,9 +63,10 @@ def new_run_settings(preset_name: str, dataset: PosedDataset, scene_type: str, d
                      preset_changes: Mapping[str, str] | None = None) -> tuple[TrainSettings, MemoryPlan | None]:
     """A new run's settings: the preset for this dataset and scene type, fitted to the GPU's free memory now, with
     the hash-grid implementation ``encoding`` resolves to on ``device``. ``preset_changes`` (``preset_with``) are
-    the benchmarks' A/B of one recipe choice; the memory plan stays the named preset's."""
-    plan = plan_for(preset_name, device, with_background=_with_background(dataset, scene_type))
+    the benchmarks' A/B of one recipe choice, and the memory plan is the changed preset's, so that what is tried
+    fits the card."""
     chosen = preset_with(get_preset(preset_name), preset_changes or {})
+    plan = plan_for(chosen, device, with_background=_with_background(dataset, scene_type))
     settings = build_settings(chosen, scene_type=scene_type, use_alpha=dataset.use_alpha,
                               n_views=len(dataset.views), plan=plan, iterations=iterations,
                               mixed_precision=device.type == "cuda", encoding=choose_encoding(encoding, device))
@@ -132,8 +132,8 @@ def _run(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device_na
         settings = settings.with_encoding(encoding)
         if note:
             say(note, "warning")
-        plan = plan_for(settings.preset, device, with_background=_with_background(dataset, config.scene_type),
-                        resumed=settings)
+        plan = plan_for(get_preset(settings.preset), device,
+                        with_background=_with_background(dataset, config.scene_type), resumed=settings)
         if config.iterations is not None and config.iterations != settings.iterations:
             say(f"the run resumes with its own {settings.iterations} iterations, not the {config.iterations} asked "
                 "for: its schedules are laid out over them (start a new run folder to train another length)",

@@ -34,7 +34,7 @@ class SurfaceModelConfig:
     def from_json(cls, data: dict[str, Any]) -> "SurfaceModelConfig":
         background = data.get("background")
         return cls(SdfFieldConfig(**data["sdf"]), ColorFieldConfig(**data["color"]),
-                   BackgroundConfig(**background) if background else None,
+                   BackgroundConfig.from_json(background) if background else None,
                    int(data.get("appearance_images", 0)), float(data.get("init_s_var", 3.0)))
 
 

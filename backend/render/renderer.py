@@ -28,7 +28,7 @@ class SamplingConfig:
     n_guided: int = 32
     n_fine: int = 16
     fine_rounds: int = 2
-    n_background: int = 32
+    n_background: int = 32            # Neuralangelo's, uniform in inverse distance (presets may take more)
     upsample_inv_s: float = 64.0      # NeuS / Neuralangelo: 64 * 2^round
 
     @property

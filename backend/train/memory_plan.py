@@ -13,11 +13,13 @@ Bytes counted (``estimate``):
   buffers alive during the backward pass;
 - the no-grad scan for up-sampling, transient (its peak counts only if larger than the training pass);
 - RESERVE_BYTES for kernels' workspaces, plus MARGIN of the free memory for allocator fragmentation.
+Background samples beyond the recipe's 32 a ray (``standard`` takes 128: +1.65 dB on the fox's held-out photos
+at 5 minutes, benchmarks/NOTES-presets.md) are the first thing a smaller card gives up, before rays or table.
 The benchmark (``benchmarks/bench_training.py``) records measured peaks next to these estimates.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..model.hashgrid import HashGridConfig
@@ -31,6 +33,7 @@ MARGIN = 0.10
 MIN_LOG2_HASHMAP = 15
 MIN_RAYS = 256
 FLOOR_RAYS = 1024
+RECIPE_BACKGROUND_SAMPLES = 32
 FP32, BF16 = 4, 2
 
 
@@ -43,6 +46,7 @@ class MemoryPlan:
     log2_hashmap_size: int
     features_per_level: int
     rays_per_iter: int
+    background_samples: int | None    # per ray; None where the run has no NeRF++ background
     budget_bytes: int                 # free memory minus reserve and margin
     estimated_bytes: int              # what training needs with this plan
     image_cache_bytes: int            # left over: decoded photos may live on the device up to this
@@ -53,8 +57,10 @@ class MemoryPlan:
 
     def describe(self) -> str:
         gib = 2 ** 30
+        background = "" if self.background_samples is None else \
+            f", {self.background_samples} background samples a ray"
         return (f"hash table 2^{self.log2_hashmap_size} x {self.features_per_level} features, "
-                f"{self.rays_per_iter} rays/iteration: {self.estimated_bytes / gib:.2f} GiB of "
+                f"{self.rays_per_iter} rays/iteration{background}: {self.estimated_bytes / gib:.2f} GiB of "
                 f"{self.budget_bytes / gib:.2f} GiB usable, {self.image_cache_bytes / gib:.2f} GiB left for photos")
 
 
@@ -79,12 +85,11 @@ def model_params(preset: Preset, log2_hashmap_size: int, features_per_level: int
         + preset.color_hidden * preset.color_layers + 3
     background = 0
     if with_background:
-        bg = preset.background_config(appearance)
-        skip_inputs = bg.input_dim * bg.hidden if bg.skip < bg.layers else 0
-        background = _mlp_params([bg.input_dim] + [bg.hidden] * bg.layers + [1]) + skip_inputs \
-            + _mlp_params([bg.hidden + 16 + appearance] + [bg.color_hidden] * bg.color_layers + [3])
-        if bg.encoding == "hashgrid":
-            background += bg.grid_config().n_params
+        enc = 4 * (1 + 2 * preset.background_frequencies)
+        bh = preset.background_hidden
+        background = _mlp_params([enc, bh]) + (preset.background_layers - 1) * (bh * bh + bh) + enc * bh \
+            + _mlp_params([bh, 1]) + _mlp_params([bh + 16 + appearance, preset.background_color_hidden,
+                                                  preset.background_color_hidden, 3])
     return grid.n_params + sdf + color + background + codes + 1
 
 
@@ -99,20 +104,19 @@ def activation_bytes_per_ray(preset: Preset, features_per_level: int, sampling: 
         + colour_bytes * (colour_in + 2 * preset.color_layers * preset.color_hidden + 3)
     per_ray = sampling.rendered_per_ray * per_sample
     if with_background:
-        bg = preset.background_config(preset.appearance_dim)
-        per_bg = colour_bytes * (bg.input_dim * 2 + 2 * bg.layers * bg.hidden
-                                 + 2 * bg.color_layers * bg.color_hidden + 16) + FP32 * 12
-        if bg.encoding == "hashgrid":
-            per_bg += FP32 * (6 + bg.input_dim)       # the contracted point, its cube coordinates and the features
+        enc = 4 * (1 + 2 * preset.background_frequencies)
+        per_bg = colour_bytes * (enc * 2 + 2 * preset.background_layers * preset.background_hidden
+                                 + 2 * 2 * preset.background_color_hidden + 16) + FP32 * 12
         per_ray += sampling.n_background * per_bg
     scan = (sampling.n_uniform + sampling.n_guided) * FP32 * (6 + lf + (3 + lf) + 2 * h)
     return int(per_ray * BACKWARD_FACTOR), int(scan)
 
 
-def estimate(preset: Preset, log2_hashmap_size: int, features_per_level: int, rays: int, *,
-             with_background: bool, mixed_precision: bool) -> dict[str, int]:
+def estimate(preset: Preset, log2_hashmap_size: int, features_per_level: int, rays: int, background_samples: int,
+             *, with_background: bool, mixed_precision: bool) -> dict[str, int]:
     params = model_params(preset, log2_hashmap_size, features_per_level, with_background)
-    per_ray, scan_per_ray = activation_bytes_per_ray(preset, features_per_level, preset.sampling, with_background,
+    sampling = replace(preset.sampling, n_background=background_samples)
+    per_ray, scan_per_ray = activation_bytes_per_ray(preset, features_per_level, sampling, with_background,
                                                      mixed_precision)
     return {"parameters_and_optimizer": params * BYTES_PER_PARAM,
             "activations": max(per_ray, scan_per_ray) * rays,
@@ -124,7 +128,8 @@ def plan_memory(preset: Preset, free_bytes: int, *, with_background: bool = Fals
     """The best plan for ``preset`` within ``free_bytes``; MemoryPlanError when even the smallest does not fit.
 
     Preference: at least ``FLOOR_RAYS`` rays (Neuralangelo's batch; fewer makes gradients noisy), then the largest
-    table capacity log2(T * F), then more rays, then larger T (fewer hash collisions at equal capacity).
+    table capacity log2(T * F), then more rays, then more background samples (halved down to the recipe's), then
+    larger T (fewer hash collisions at equal capacity).
     """
     budget = int(free_bytes * (1.0 - MARGIN)) - RESERVE_BYTES
     features = [f for f in (8, 4, 2) if f <= preset.features_per_level] or [preset.features_per_level]
@@ -132,20 +137,25 @@ def plan_memory(preset: Preset, free_bytes: int, *, with_background: bool = Fals
     while rays >= min(MIN_RAYS, preset.rays_per_iter):
         rays_options.append(rays)
         rays //= 2
+    background_options = [preset.sampling.n_background]
+    while with_background and background_options[-1] // 2 >= RECIPE_BACKGROUND_SAMPLES:
+        background_options.append(background_options[-1] // 2)
     best, best_key = None, None
     for log2_t in range(preset.log2_hashmap_size, MIN_LOG2_HASHMAP - 1, -1):
         for f in features:
             for rays in rays_options:
-                parts = estimate(preset, log2_t, f, rays, with_background=with_background,
-                                 mixed_precision=mixed_precision)
-                total = sum(parts.values())
-                if total > budget:
-                    continue
-                key = (rays >= min(FLOOR_RAYS, preset.rays_per_iter), log2_t + f.bit_length() - 1, rays, log2_t)
-                if best_key is None or key > best_key:
-                    best, best_key = (log2_t, f, rays, parts, total), key
+                for samples in background_options:
+                    parts = estimate(preset, log2_t, f, rays, samples, with_background=with_background,
+                                     mixed_precision=mixed_precision)
+                    total = sum(parts.values())
+                    if total > budget:
+                        continue
+                    key = (rays >= min(FLOOR_RAYS, preset.rays_per_iter), log2_t + f.bit_length() - 1, rays,
+                           samples, log2_t)
+                    if best_key is None or key > best_key:
+                        best, best_key = (log2_t, f, rays, samples, parts, total), key
     if best is None:
-        smallest = estimate(preset, MIN_LOG2_HASHMAP, features[-1], rays_options[-1],
+        smallest = estimate(preset, MIN_LOG2_HASHMAP, features[-1], rays_options[-1], background_options[-1],
                             with_background=with_background, mixed_precision=mixed_precision)
         need = sum(smallest.values()) + RESERVE_BYTES
         raise MemoryPlanError(
@@ -153,21 +163,24 @@ def plan_memory(preset: Preset, free_bytes: int, *, with_background: bool = Fals
             f"{features[-1]}, {rays_options[-1]} rays) needs about {need / 2**30:.2f} GiB, but only "
             f"{free_bytes / 2**30:.2f} GiB is free; close other programs using the GPU, or train on another device "
             f"(device 'cpu' is slow but always fits)")
-    log2_t, f, rays, parts, total = best
-    return MemoryPlan(log2_t, f, rays, budget, total, max(0, budget - total), parts)
+    log2_t, f, rays, samples, parts, total = best
+    return MemoryPlan(log2_t, f, rays, samples if with_background else None, budget, total, max(0, budget - total),
+                      parts)
 
 
-def fixed_plan(preset: Preset, free_bytes: int, log2_hashmap_size: int, features_per_level: int, rays: int, *,
-               with_background: bool = False, mixed_precision: bool = True,
+def fixed_plan(preset: Preset, free_bytes: int, log2_hashmap_size: int, features_per_level: int, rays: int,
+               background_samples: int, *, with_background: bool = False, mixed_precision: bool = True,
                device_name: str = "the GPU") -> MemoryPlan:
-    """The plan a resumed run already has (its table cannot change): does it still fit, and what is left?"""
+    """The plan a resumed run already has (its table and sampling cannot change): does it still fit, and what is
+    left?"""
     budget = int(free_bytes * (1.0 - MARGIN)) - RESERVE_BYTES
-    parts = estimate(preset, log2_hashmap_size, features_per_level, rays, with_background=with_background,
-                     mixed_precision=mixed_precision)
+    parts = estimate(preset, log2_hashmap_size, features_per_level, rays, background_samples,
+                     with_background=with_background, mixed_precision=mixed_precision)
     total = sum(parts.values())
     if total > budget:
         raise MemoryPlanError(
             f"this run (hash table 2^{log2_hashmap_size} x {features_per_level}, {rays} rays) needs about "
             f"{(total + RESERVE_BYTES) / 2**30:.2f} GiB on {device_name}, but only {free_bytes / 2**30:.2f} GiB is "
             f"free; close other programs using the GPU, or resume on the GPU it started on")
-    return MemoryPlan(log2_hashmap_size, features_per_level, rays, budget, total, budget - total, parts)
+    return MemoryPlan(log2_hashmap_size, features_per_level, rays, background_samples if with_background else None,
+                      budget, total, budget - total, parts)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Mapping
 
 from ...shared.jobs import PRESETS
-from ..model.background import BACKGROUND_ENCODINGS, BackgroundConfig
 from ..render.renderer import SamplingConfig
 from .schedules import ScheduleConfig
 
@@ -60,13 +59,6 @@ class Preset:
     background_skip: int = 4
     background_frequencies: int = 10
     background_color_hidden: int = 128
-    # "fourier" (NeRF++'s MLP above) or "hashgrid": a table and a small MLP (model/background.py says why)
-    background_encoding: str = "fourier"
-    background_grid_levels: int = 16
-    background_grid_log2_size: int = 19
-    background_grid_max_resolution: int = 2048
-    background_grid_hidden: int = 64     # the hash grid's MLP: this many units in each of
-    background_grid_layers: int = 2      # this many layers
     appearance_dim: int = 8
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     occupancy_resolution: int = 128
@@ -83,25 +75,6 @@ class Preset:
     # the command line's final mesh (the server's job config chooses its own)
     cli_mesh_resolution: int = 512
     cli_texture_size: int = 2048
-
-    def __post_init__(self) -> None:
-        if self.background_encoding not in BACKGROUND_ENCODINGS:
-            raise ValueError(f"background_encoding must be one of {BACKGROUND_ENCODINGS}, "
-                             f"not {self.background_encoding!r}")
-
-    def background_config(self, appearance_dim: int, implementation: str = "auto") -> BackgroundConfig:
-        """The background network: its MLP's shape depends on what feeds it (NeRF++'s Fourier features or a table)."""
-        if self.background_encoding == "hashgrid":
-            hidden, layers = self.background_grid_hidden, self.background_grid_layers
-            skip = layers                   # no skip: the table's features are the whole input
-        else:
-            hidden, layers, skip = self.background_hidden, self.background_layers, self.background_skip
-        return BackgroundConfig(hidden=hidden, layers=layers, skip=skip, frequencies=self.background_frequencies,
-                                color_hidden=self.background_color_hidden, appearance_dim=appearance_dim,
-                                encoding=self.background_encoding, grid_levels=self.background_grid_levels,
-                                grid_log2_size=self.background_grid_log2_size,
-                                grid_max_resolution=self.background_grid_max_resolution,
-                                implementation=implementation)
 
 
 PLATEAU_MIN_GAIN_DB = 0.05
@@ -122,8 +95,7 @@ PRESET_TABLE: dict[str, Preset] = presets_in_shared_order((
         n_levels=4, base_resolution=16, max_resolution=64, log2_hashmap_size=19, features_per_level=2,
         sdf_hidden=64, color_hidden=64, color_layers=2,
         background_hidden=64, background_layers=4, background_skip=2, background_frequencies=6,
-        background_color_hidden=32, background_grid_levels=8, background_grid_log2_size=15,
-        background_grid_max_resolution=256, background_grid_hidden=32,
+        background_color_hidden=32,
         sampling=SamplingConfig(n_uniform=8, n_guided=12, n_fine=6, fine_rounds=2, n_background=8),
         occupancy_resolution=32, occupancy_every=8,
         schedule=ScheduleConfig(warmup=0.02, level_step=0.05, init_levels=2, anneal_end=0.1),
@@ -135,12 +107,12 @@ PRESET_TABLE: dict[str, Preset] = presets_in_shared_order((
         occupancy_resolution=64, validate_every=250, checkpoint_every=1000),
     Preset(
         name="standard", iterations=11000, rays_per_iter=4096, log2_hashmap_size=21, features_per_level=8,
-        sampling=SamplingConfig(n_uniform=16, n_guided=32, n_fine=16, fine_rounds=3, n_background=32),
+        sampling=SamplingConfig(n_uniform=16, n_guided=32, n_fine=16, fine_rounds=3, n_background=128),
         validate_every=1000, checkpoint_every=2500),
     Preset(
         name="high", iterations=100000, rays_per_iter=4096, stop_on_plateau=True,
         log2_hashmap_size=22, features_per_level=8,
-        sampling=SamplingConfig(n_uniform=32, n_guided=48, n_fine=16, fine_rounds=4, n_background=32),
+        sampling=SamplingConfig(n_uniform=32, n_guided=48, n_fine=16, fine_rounds=4, n_background=128),
         schedule=ScheduleConfig(lr_steps=(0.6, 0.8)), validate_every=2000, checkpoint_every=5000),
 ))
 

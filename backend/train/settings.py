@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from ..model.background import BackgroundConfig
 from ..model.color_field import ColorFieldConfig
 from ..model.neural_surface import SurfaceModelConfig
 from ..model.sdf_field import SdfFieldConfig
@@ -47,11 +48,7 @@ class TrainSettings:
 
     def with_encoding(self, encoding: str) -> "TrainSettings":
         """The same run computed with another hash-grid implementation (one table layout: see encoding_choice.py)."""
-        background = self.model.background
-        if background is not None:
-            background = replace(background, implementation=encoding)
-        return replace(self, model=replace(self.model, sdf=replace(self.model.sdf, encoding=encoding),
-                                           background=background))
+        return replace(self, model=replace(self.model, sdf=replace(self.model.sdf, encoding=encoding)))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainSettings":
@@ -66,6 +63,13 @@ class TrainSettings:
         values["optim"] = OptimConfig(**optim)
         values["losses"] = LossWeights(**data["losses"])
         return cls(**values)
+
+
+def _planned_sampling(preset: Preset, plan: MemoryPlan | None) -> SamplingConfig:
+    """The preset's sampling with the background samples the memory plan left room for."""
+    if plan is None or plan.background_samples is None:
+        return preset.sampling
+    return replace(preset.sampling, n_background=plan.background_samples)
 
 
 def build_settings(preset: Preset, *, scene_type: str, use_alpha: bool, n_views: int, plan: MemoryPlan | None,
@@ -95,13 +99,16 @@ def build_settings(preset: Preset, *, scene_type: str, use_alpha: bool, n_views:
                              appearance_dim=appearance_dim)
     bg = None
     if background == "model":
-        bg = preset.background_config(appearance_dim, encoding)
+        bg = BackgroundConfig(hidden=preset.background_hidden, layers=preset.background_layers,
+                              skip=preset.background_skip, frequencies=preset.background_frequencies,
+                              color_hidden=preset.background_color_hidden, appearance_dim=appearance_dim)
     model = SurfaceModelConfig(sdf, color, bg, appearance_images=n_views if appearance_dim else 0)
     init_levels = max(preset.schedule.init_levels, preset.n_levels // 2) if is_scene else preset.schedule.init_levels
     return TrainSettings(
         preset=preset.name, iterations=iterations or preset.iterations,
         stop_on_plateau=preset.stop_on_plateau and iterations is None,
-        rays_per_iter=plan.rays_per_iter if plan else preset.rays_per_iter, model=model, sampling=preset.sampling,
+        rays_per_iter=plan.rays_per_iter if plan else preset.rays_per_iter, model=model,
+        sampling=_planned_sampling(preset, plan),
         schedule=replace(preset.schedule, init_levels=init_levels), optim=preset.optim, losses=preset.losses,
         occupancy_resolution=preset.occupancy_resolution, occupancy_every=preset.occupancy_every,
         validate_every=preset.validate_every, validation_rays=preset.validation_rays,

@@ -121,13 +121,11 @@ class Trainer:
     # --- construction ---------------------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
         o = self.settings.optim
-        tables = [self.model.sdf_field.encoding.table]
-        if self.model.background is not None and self.model.background.encoding is not None:
-            tables.append(self.model.background.encoding.table)
-        special = {id(p) for p in tables} | {id(self.model.s_var)}
+        table = self.model.sdf_field.encoding.table
+        special = {id(table), id(self.model.s_var)}
         mlps = [p for p in self.model.parameters() if id(p) not in special]
         groups = [
-            {"params": tables, "lr": o.lr_hash, "base_lr": o.lr_hash, "weight_decay": o.weight_decay_hash,
+            {"params": [table], "lr": o.lr_hash, "base_lr": o.lr_hash, "weight_decay": o.weight_decay_hash,
              "eps": o.eps_hash},
             {"params": [self.model.s_var], "lr": o.lr_s, "base_lr": o.lr_s, "weight_decay": 0.0},
             {"params": mlps, "lr": o.lr, "base_lr": o.lr, "weight_decay": o.weight_decay},

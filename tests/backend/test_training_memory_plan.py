@@ -1,13 +1,12 @@
 """The memory plan for 8, 12, 24 and 80 GB cards, computed without a GPU from the free-memory figure."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 
 from carrara.backend.model.neural_surface import NeuralSurface
-from carrara.backend.train.memory_plan import (MemoryPlanError, fixed_plan, model_params, plan_memory)
+from carrara.backend.train.memory_plan import (RECIPE_BACKGROUND_SAMPLES, MemoryPlanError, fixed_plan, model_params,
+                                               plan_memory)
 from carrara.backend.train.presets import PRESET_TABLE, preset
 from carrara.backend.train.settings import build_settings
 
@@ -54,18 +53,38 @@ def test_a_card_too_small_gets_a_clear_error_before_training():
 
 
 def test_a_resumed_run_keeps_its_table_and_is_told_when_it_no_longer_fits():
-    plan = fixed_plan(preset("standard"), 24 * GIB, 21, 8, 4096)
-    assert (plan.log2_hashmap_size, plan.features_per_level, plan.rays_per_iter) == (21, 8, 4096)
+    plan = fixed_plan(preset("standard"), 24 * GIB, 21, 8, 4096, 32, with_background=True)
+    assert (plan.log2_hashmap_size, plan.features_per_level, plan.rays_per_iter, plan.background_samples) == \
+        (21, 8, 4096, 32)
     with pytest.raises(MemoryPlanError, match="resume on the GPU it started on"):
-        fixed_plan(preset("standard"), 4 * GIB, 21, 8, 4096)
+        fixed_plan(preset("standard"), 4 * GIB, 21, 8, 4096, 32)
 
 
-@pytest.mark.parametrize("scene_type, use_alpha, background", [("object", True, "fourier"),
-                                                                 ("outdoor", False, "fourier"),
-                                                                 ("outdoor", False, "hashgrid")])
-def test_parameter_count_is_the_models_own(scene_type, use_alpha, background):
+def test_a_smaller_card_gives_up_background_samples_before_rays_and_never_below_the_recipes():
+    """Background samples beyond the recipe's 32 are worth held-out PSNR on unmasked captures, but less than rays
+    and table: a card too small for all three halves them first (24 GB: 64 at 4,096 rays, not 128 at 2,048)."""
+    standard = preset("standard")
+    assert standard.sampling.n_background > RECIPE_BACKGROUND_SAMPLES
+    large = plan_memory(standard, 80 * GIB - CONTEXT, with_background=True)
+    assert (large.rays_per_iter, large.background_samples) == (standard.rays_per_iter,
+                                                               standard.sampling.n_background)
+    mid = plan_memory(standard, 24 * GIB - CONTEXT, with_background=True)
+    assert mid.rays_per_iter == standard.rays_per_iter
+    assert RECIPE_BACKGROUND_SAMPLES <= mid.background_samples < standard.sampling.n_background
+    settings = build_settings(standard, scene_type="outdoor", use_alpha=False, n_views=10, plan=mid)
+    assert settings.sampling.n_background == mid.background_samples
+    for card_gb in (8, 12, 16):
+        plan = plan_memory(standard, card_gb * GIB - CONTEXT, with_background=True)
+        assert plan.background_samples >= RECIPE_BACKGROUND_SAMPLES
+    masked = plan_memory(standard, 24 * GIB - CONTEXT, with_background=False)
+    assert masked.background_samples is None and "background" not in masked.describe()
+    assert "64 background samples a ray" in mid.describe()
+
+
+@pytest.mark.parametrize("scene_type, use_alpha", [("object", True), ("outdoor", False)])
+def test_parameter_count_is_the_models_own(scene_type, use_alpha):
     """The plan counts exactly the parameters the model has (hash layout, MLPs, weight norm, background)."""
-    base = replace(PRESET_TABLE["ci"], background_encoding=background)
+    base = PRESET_TABLE["ci"]
     settings = build_settings(base, scene_type=scene_type, use_alpha=use_alpha, n_views=10, plan=None)
     with torch.device("meta"):
         model = NeuralSurface(settings.model)

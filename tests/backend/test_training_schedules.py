@@ -39,6 +39,18 @@ def test_every_preset_of_the_protocol_exists_and_round_trips_through_json():
             assert TrainSettings.from_json(settings.to_json()) == settings
 
 
+def test_a_run_saved_while_the_hash_grid_background_existed_loads_or_is_refused_by_name():
+    """Commits a551634-4baf796 wrote a hash-grid background's fields into every run's background settings."""
+    settings = build_settings(PRESET_TABLE["standard"], scene_type="outdoor", use_alpha=False, n_views=12, plan=None)
+    saved = settings.to_json()
+    saved["model"]["background"].update(encoding="fourier", grid_levels=16, grid_features=2, grid_log2_size=19,
+                                        grid_base_resolution=16, grid_max_resolution=2048, implementation="triton")
+    assert TrainSettings.from_json(saved) == settings
+    saved["model"]["background"]["encoding"] = "hashgrid"
+    with pytest.raises(ValueError, match="model.background.encoding is 'hashgrid'.*start the run again"):
+        TrainSettings.from_json(saved)
+
+
 def test_a_backend_preset_missing_from_shared_or_written_twice_is_refused():
     defined = tuple(PRESET_TABLE.values())
     assert list(presets_in_shared_order(defined[::-1])) == list(PRESETS)   # shared/jobs.py's order, whatever ours
