@@ -42,6 +42,10 @@ class BackgroundConfig:
             values.pop(name, None)
         return cls(**values)
 
+    @property
+    def input_dim(self) -> int:
+        return 4 * (1 + 2 * self.frequencies)
+
 
 WITHDRAWN_FIELDS = ("grid_levels", "grid_features", "grid_log2_size", "grid_base_resolution",
                     "grid_max_resolution", "implementation")
@@ -51,7 +55,7 @@ class Background(nn.Module):
     def __init__(self, config: BackgroundConfig):
         super().__init__()
         self.config = config
-        in_dim = 4 * (1 + 2 * config.frequencies)
+        in_dim = config.input_dim
         self.layers = nn.ModuleList()
         dim = in_dim
         for index in range(config.layers):

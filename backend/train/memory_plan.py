@@ -85,11 +85,10 @@ def model_params(preset: Preset, log2_hashmap_size: int, features_per_level: int
         + preset.color_hidden * preset.color_layers + 3
     background = 0
     if with_background:
-        enc = 4 * (1 + 2 * preset.background_frequencies)
-        bh = preset.background_hidden
-        background = _mlp_params([enc, bh]) + (preset.background_layers - 1) * (bh * bh + bh) + enc * bh \
-            + _mlp_params([bh, 1]) + _mlp_params([bh + 16 + appearance, preset.background_color_hidden,
-                                                  preset.background_color_hidden, 3])
+        bg = preset.background_config(appearance)
+        skip_inputs = bg.input_dim * bg.hidden if bg.skip < bg.layers else 0
+        background = _mlp_params([bg.input_dim] + [bg.hidden] * bg.layers + [1]) + skip_inputs \
+            + _mlp_params([bg.hidden + 16 + appearance] + [bg.color_hidden] * bg.color_layers + [3])
     return grid.n_params + sdf + color + background + codes + 1
 
 
@@ -104,9 +103,9 @@ def activation_bytes_per_ray(preset: Preset, features_per_level: int, sampling: 
         + colour_bytes * (colour_in + 2 * preset.color_layers * preset.color_hidden + 3)
     per_ray = sampling.rendered_per_ray * per_sample
     if with_background:
-        enc = 4 * (1 + 2 * preset.background_frequencies)
-        per_bg = colour_bytes * (enc * 2 + 2 * preset.background_layers * preset.background_hidden
-                                 + 2 * 2 * preset.background_color_hidden + 16) + FP32 * 12
+        bg = preset.background_config(preset.appearance_dim)
+        per_bg = colour_bytes * (bg.input_dim * 2 + 2 * bg.layers * bg.hidden
+                                 + 2 * bg.color_layers * bg.color_hidden + 16) + FP32 * 12
         per_ray += sampling.n_background * per_bg
     scan = (sampling.n_uniform + sampling.n_guided) * FP32 * (6 + lf + (3 + lf) + 2 * h)
     return int(per_ray * BACKWARD_FACTOR), int(scan)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Mapping
 
 from ...shared.jobs import PRESETS
+from ..model.background import BackgroundConfig
 from ..render.renderer import SamplingConfig
 from .schedules import ScheduleConfig
 
@@ -75,6 +76,12 @@ class Preset:
     # the command line's final mesh (the server's job config chooses its own)
     cli_mesh_resolution: int = 512
     cli_texture_size: int = 2048
+
+    def background_config(self, appearance_dim: int) -> BackgroundConfig:
+        """The NeRF++ background network, one definition for the model and the memory plan."""
+        return BackgroundConfig(hidden=self.background_hidden, layers=self.background_layers,
+                                skip=self.background_skip, frequencies=self.background_frequencies,
+                                color_hidden=self.background_color_hidden, appearance_dim=appearance_dim)
 
 
 PLATEAU_MIN_GAIN_DB = 0.05

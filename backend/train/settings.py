@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ..model.background import BackgroundConfig
 from ..model.color_field import ColorFieldConfig
 from ..model.neural_surface import SurfaceModelConfig
 from ..model.sdf_field import SdfFieldConfig
@@ -99,9 +98,7 @@ def build_settings(preset: Preset, *, scene_type: str, use_alpha: bool, n_views:
                              appearance_dim=appearance_dim)
     bg = None
     if background == "model":
-        bg = BackgroundConfig(hidden=preset.background_hidden, layers=preset.background_layers,
-                              skip=preset.background_skip, frequencies=preset.background_frequencies,
-                              color_hidden=preset.background_color_hidden, appearance_dim=appearance_dim)
+        bg = preset.background_config(appearance_dim)
     model = SurfaceModelConfig(sdf, color, bg, appearance_images=n_views if appearance_dim else 0)
     init_levels = max(preset.schedule.init_levels, preset.n_levels // 2) if is_scene else preset.schedule.init_levels
     return TrainSettings(
