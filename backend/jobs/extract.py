@@ -49,8 +49,8 @@ def load_trained_model(run_dir: Path, device: str | torch.device) -> tuple[Neura
     if found is None:
         raise CheckpointError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint (is this a run folder written by "
                               "'carrara-backend train'?)")
-    _, state = found
-    settings = TrainSettings.from_json(state["settings"])
+    path, state = found
+    settings = TrainSettings.from_checkpoint(path, state)
     encoding, _ = encoding_for_checkpoint(settings.model.sdf.encoding, "auto", device)
     model = NeuralSurface(settings.with_encoding(encoding).model)
     model.load_state_dict(state["model"])

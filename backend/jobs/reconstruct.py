@@ -127,7 +127,7 @@ def _run(config: ReconstructConfig, run_dir: Path, reporter: Reporter, device_na
         f"({'held out' if dataset.validation_held_out else 'training photos'})"
         f"{', alpha used as mask' if dataset.use_alpha else ''}; device {device}")
     if resumed is not None:
-        settings = TrainSettings.from_json(resumed[1]["settings"])
+        settings = TrainSettings.from_checkpoint(*resumed)
         encoding, note = encoding_for_checkpoint(settings.model.sdf.encoding, config.encoding, device)
         settings = settings.with_encoding(encoding)
         if note:

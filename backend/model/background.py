@@ -18,6 +18,11 @@ from .color_field import mlp
 from .encodings import SH_DIMS, fourier_features, spherical_harmonics
 
 
+# what runs saved by a551634-4baf796 also wrote: the fields of a withdrawn hash-grid background
+WITHDRAWN_FIELDS = ("grid_levels", "grid_features", "grid_log2_size", "grid_base_resolution",
+                    "grid_max_resolution", "implementation")
+
+
 @dataclass(frozen=True)
 class BackgroundConfig:
     hidden: int = 256
@@ -45,10 +50,6 @@ class BackgroundConfig:
     @property
     def input_dim(self) -> int:
         return 4 * (1 + 2 * self.frequencies)
-
-
-WITHDRAWN_FIELDS = ("grid_levels", "grid_features", "grid_log2_size", "grid_base_resolution",
-                    "grid_max_resolution", "implementation")
 
 
 class Background(nn.Module):

@@ -6,12 +6,14 @@ model without the dataset.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ..model.color_field import ColorFieldConfig
 from ..model.neural_surface import SurfaceModelConfig
 from ..model.sdf_field import SdfFieldConfig
 from ..render.renderer import SamplingConfig
+from .checkpoint import CheckpointError
 from .memory_plan import MemoryPlan
 from .presets import LossWeights, OptimConfig, Preset
 from .schedules import ScheduleConfig
@@ -62,6 +64,14 @@ class TrainSettings:
         values["optim"] = OptimConfig(**optim)
         values["losses"] = LossWeights(**data["losses"])
         return cls(**values)
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, state: dict[str, Any]) -> "TrainSettings":
+        """A checkpoint's settings, or a CheckpointError naming the file (a field this version does not know)."""
+        try:
+            return cls.from_json(state["settings"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: its training settings do not read ({exc})") from exc
 
 
 def _planned_sampling(preset: Preset, plan: MemoryPlan | None) -> SamplingConfig:

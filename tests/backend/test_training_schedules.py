@@ -1,8 +1,11 @@
 """Schedules: Neuralangelo's formulas (recipe §1.2, §1.6, §1.9) at its own 500k-iteration scale, and presets."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from carrara.backend.train.checkpoint import CheckpointError
 from carrara.backend.train.presets import PRESET_TABLE, presets_in_shared_order
 from carrara.backend.train.schedules import Schedule, ScheduleConfig, per_level_scale
 from carrara.backend.train.settings import TrainSettings, build_settings
@@ -47,8 +50,9 @@ def test_a_run_saved_while_the_hash_grid_background_existed_loads_or_is_refused_
                                         grid_base_resolution=16, grid_max_resolution=2048, implementation="triton")
     assert TrainSettings.from_json(saved) == settings
     saved["model"]["background"]["encoding"] = "hashgrid"
-    with pytest.raises(ValueError, match="model.background.encoding is 'hashgrid'.*start the run again"):
-        TrainSettings.from_json(saved)
+    with pytest.raises(CheckpointError, match="ckpt_000100.pt: .*model.background.encoding is 'hashgrid'.*"
+                                              "start the run again"):
+        TrainSettings.from_checkpoint(Path("run/checkpoints/ckpt_000100.pt"), {"settings": saved})
 
 
 def test_a_backend_preset_missing_from_shared_or_written_twice_is_refused():
